@@ -1,0 +1,169 @@
+"""The one set of callbacks every project trains with.
+
+`standard_callbacks` returns, in the order Keras must call them:
+
+1. `EpochTimer` adds ``epoch_seconds`` and ``examples_per_second`` to the
+   epoch's logs, so the callbacks after it (CSV, TensorBoard, History) see them.
+2. ``BackupAndRestore`` saves weights, optimizer state and the epoch number
+   after every epoch; re-running the same command resumes from there.
+3. `BestModelCheckpoint` keeps the best model so far in ``best.keras``, saved
+   atomically.
+4. `ResumableCSVLogger` appends one row per epoch to ``history.csv``.
+5. ``TensorBoard`` and ``TerminateOnNaN``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import keras
+
+from shared.saving import save_model
+
+log = logging.getLogger(__name__)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Record wall time and throughput of each epoch in the epoch logs.
+
+    Args:
+        examples_per_epoch: Training examples seen in one epoch.
+    """
+
+    def __init__(self, examples_per_epoch: int):
+        super().__init__()
+        self.examples_per_epoch = examples_per_epoch
+        self._started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is None:
+            return
+        seconds = time.perf_counter() - self._started
+        logs["epoch_seconds"] = seconds
+        logs["examples_per_second"] = self.examples_per_epoch / max(seconds, 1e-9)
+
+
+class ResumableCSVLogger(keras.callbacks.CSVLogger):
+    """``CSVLogger(append=True)`` that never records an epoch twice.
+
+    When training resumes at epoch N (``BackupAndRestore`` restored N), rows for
+    epochs >= N can exist if the process died after logging an epoch but
+    before backing it up; they are dropped before that epoch is trained again.
+
+    Args:
+        filename: The CSV file.
+    """
+
+    def __init__(self, filename: str | Path):
+        super().__init__(str(filename), append=True)
+        self._checked = False
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._checked = False
+        super().on_train_begin(logs)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self._checked:
+            return
+        self._checked = True
+        path = Path(self.filename)
+        if not path.exists():
+            return
+        with path.open(newline="") as handle:
+            rows = list(csv.reader(handle))
+        if len(rows) <= 1:
+            return
+        header, body = rows[0], rows[1:]
+        kept = [row for row in body if row and int(row[0]) < epoch]
+        if len(kept) == len(body):
+            return
+        log.info("history.csv: dropping %d row(s) from before the resume", len(body) - len(kept))
+        self.csv_file.close()
+        with path.open("w", newline="") as handle:
+            csv.writer(handle).writerows([header, *kept])
+        self.csv_file = open(path, "a")  # noqa: SIM115 - closed by on_train_end
+        self.append_header = False
+
+
+class BestModelCheckpoint(keras.callbacks.Callback):
+    """Save the model whenever ``monitor`` improves, atomically.
+
+    The best value so far is kept beside the model (``<name>.json``), so a
+    resumed run keeps comparing against it rather than starting over.
+
+    Args:
+        path: The ``.keras`` file to write.
+        monitor: The log key to watch, e.g. ``val_loss``.
+        mode: ``min`` or ``max``.
+    """
+
+    def __init__(self, path: str | Path, monitor: str = "val_loss", mode: str = "min"):
+        super().__init__()
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        self.path = Path(path)
+        self.state_path = self.path.with_suffix(".json")
+        self.monitor = monitor
+        self.mode = mode
+        self.best = math.inf if mode == "min" else -math.inf
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self.state_path.exists() and self.path.exists():
+            state = json.loads(self.state_path.read_text())
+            if state.get("monitor") == self.monitor:
+                self.best = state["value"]
+
+    def _improved(self, value: float) -> bool:
+        return value < self.best if self.mode == "min" else value > self.best
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise KeyError(
+                f"BestModelCheckpoint monitors {self.monitor!r}, which is not among "
+                f"the logged metrics {sorted(logs or {})}"
+            )
+        value = float(value)
+        if math.isnan(value) or not self._improved(value):
+            return
+        self.best = value
+        save_model(self.model, self.path)
+        state = {"monitor": self.monitor, "value": value, "epoch": epoch}
+        self.state_path.write_text(json.dumps(state, indent=2) + "\n")
+
+
+def standard_callbacks(
+    run_dir: str | Path,
+    examples_per_epoch: int,
+    monitor: str = "val_loss",
+    mode: str = "min",
+) -> list[keras.callbacks.Callback]:
+    """The standard callbacks for a run directory, in the order they must run.
+
+    Args:
+        run_dir: The run directory (see `shared.runs.Run`).
+        examples_per_epoch: Training examples per epoch, for the throughput log.
+        monitor: Metric that decides the best model.
+        mode: ``min`` or ``max`` for ``monitor``.
+
+    Returns:
+        Callbacks to pass to ``model.fit``. The model must be built first
+        (``BackupAndRestore`` loads weights into it).
+    """
+    run_dir = Path(run_dir)
+    return [
+        EpochTimer(examples_per_epoch),
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
+        BestModelCheckpoint(run_dir / "best.keras", monitor=monitor, mode=mode),
+        ResumableCSVLogger(run_dir / "history.csv"),
+        keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
+        keras.callbacks.TerminateOnNaN(),
+    ]

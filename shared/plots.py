@@ -1,0 +1,66 @@
+"""PNG plots shared by every project (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # Render to files; training machines have no display.
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+# Logged per epoch for the record, but not learning curves.
+_NOT_CURVES = {"epoch", "epoch_seconds", "examples_per_second", "learning_rate"}
+
+
+def save_figure(figure: plt.Figure, path: str | os.PathLike) -> Path:
+    """Save ``figure`` as a PNG and close it.
+
+    Args:
+        figure: The figure.
+        path: Destination ``.png``.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if figure.get_layout_engine() is None:
+        figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_history(history_csv: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Plot every metric in ``history.csv`` against epochs, training beside validation.
+
+    Args:
+        history_csv: The run's ``history.csv``.
+        path: Destination ``.png``.
+
+    Returns:
+        The path written.
+    """
+    frame = pd.read_csv(history_csv)
+    names = [
+        column
+        for column in frame.columns
+        if column not in _NOT_CURVES and not column.startswith("val_")
+    ]
+    columns = max(len(names), 1)
+    figure, axes = plt.subplots(1, columns, figsize=(4.5 * columns, 3.5), squeeze=False)
+    epochs = frame["epoch"] + 1
+    for axis, name in zip(axes[0], names):
+        axis.plot(epochs, frame[name], label="train")
+        validation = f"val_{name}"
+        if validation in frame and pd.to_numeric(frame[validation], errors="coerce").notna().any():
+            axis.plot(epochs, pd.to_numeric(frame[validation], errors="coerce"), label="validation")
+        axis.set_xlabel("epoch")
+        axis.set_title(name)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    return save_figure(figure, path)

@@ -1,0 +1,285 @@
+"""Self-describing run directories.
+
+Every training run writes one folder (default ``runs/<project>/<UTC time>/``)::
+
+    config.json     the exact settings, loadable with `load_run`
+    versions.json   Python, TensorFlow, Keras, NumPy, platform, devices
+    train.log       the log of the run
+    history.csv     one row per epoch (metrics, epoch_seconds, examples_per_second)
+    metrics.json    final metrics, machine-readable
+    timing.json     wall-clock figures (kept out of metrics.json so that two
+                    runs with the same seed give identical metrics.json)
+    model.keras     the final model; best.keras: the best epoch's model
+    tensorboard/    TensorBoard logs
+    plots/          PNG plots, at least training_curves.png
+    backup/         only while training: what a re-run resumes from
+
+``runs/<project>/latest`` is a symlink to the newest finished run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from shared.config import TrainConfig
+from shared.errors import UserError
+from shared.plots import plot_history
+from shared.saving import atomic_path, load_model, save_model
+
+log = logging.getLogger(__name__)
+
+RUNS_ROOT = Path("runs")
+
+
+class RunError(UserError):
+    """A run directory cannot be used as asked."""
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically (temporary file + rename).
+
+    Args:
+        path: Destination file.
+        data: JSON-serialisable data; NumPy scalars and arrays are converted.
+    """
+    with atomic_path(path) as temporary:
+        with open(temporary, "w") as out:
+            json.dump(data, out, indent=2, sort_keys=True, default=_to_builtin)
+            out.write("\n")
+
+
+def _to_builtin(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and Keras (and so TensorFlow) from one number.
+
+    Args:
+        seed: The seed.
+    """
+    keras.utils.set_random_seed(seed)
+
+
+def software_versions() -> dict[str, Any]:
+    """Versions and devices that decide whether a run can be reproduced."""
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "gpus": [device.name for device in tf.config.list_physical_devices("GPU")],
+        "command": list(sys.orig_argv),
+    }
+
+
+def _timestamped_dir(project: str) -> Path:
+    parent = RUNS_ROOT / project
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    candidate = parent / stamp
+    counter = 2
+    while candidate.exists():
+        candidate = parent / f"{stamp}-{counter}"
+        counter += 1
+    return candidate
+
+
+@dataclasses.dataclass
+class Run:
+    """An open run directory. Create one with `start_run`."""
+
+    project: str
+    path: Path
+    resumed: bool
+    _log_handler: logging.Handler | None = None
+    _started: float = dataclasses.field(default_factory=time.perf_counter)
+
+    @property
+    def model_path(self) -> Path:
+        """Where the final model goes."""
+        return self.path / "model.keras"
+
+    @property
+    def plots_dir(self) -> Path:
+        """Folder for PNG plots."""
+        folder = self.path / "plots"
+        folder.mkdir(exist_ok=True)
+        return folder
+
+    def finish(self, model: keras.Model, metrics: dict[str, Any]) -> Path:
+        """Save the final model, metrics, timing and training curves.
+
+        Then point ``runs/<project>/latest`` here when the run lives under
+        ``runs/<project>/``.
+
+        Args:
+            model: The trained model.
+            metrics: Final metrics (deterministic values only; no timings).
+
+        Returns:
+            The run directory.
+        """
+        save_model(model, self.model_path)
+        write_json(self.path / "metrics.json", metrics)
+        history = self.path / "history.csv"
+        timing: dict[str, Any] = {"wall_seconds": time.perf_counter() - self._started}
+        if history.exists():
+            plot_history(history, self.plots_dir / "training_curves.png")
+            timing.update(_throughput_summary(history))
+        write_json(self.path / "timing.json", timing)
+        _point_latest(self)
+        log.info("Run directory: %s", self.path)
+        if self._log_handler is not None:
+            logging.getLogger().removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
+        return self.path
+
+
+def _throughput_summary(history_csv: Path) -> dict[str, float]:
+    import pandas as pd  # Imported here: only needed at the end of a run.
+
+    frame = pd.read_csv(history_csv)
+    if "examples_per_second" not in frame or frame.empty:
+        return {}
+    # The first epoch includes tracing and compilation; report it separately.
+    steady = frame["examples_per_second"].iloc[1:] if len(frame) > 1 else frame["examples_per_second"]
+    return {
+        "epochs_logged": int(len(frame)),
+        "first_epoch_seconds": float(frame["epoch_seconds"].iloc[0]),
+        "median_examples_per_second": float(steady.median()),
+    }
+
+
+def _point_latest(run: Run) -> None:
+    parent = RUNS_ROOT / run.project
+    if run.path.resolve().parent != parent.resolve():
+        return
+    link = parent / "latest"
+    temporary = parent / f".latest-{os.getpid()}"
+    temporary.unlink(missing_ok=True)
+    temporary.symlink_to(run.path.name)
+    os.replace(temporary, link)
+
+
+def start_run(project: str, config: TrainConfig) -> Run:
+    """Create (or reopen, to resume) the run directory for ``config``.
+
+    Writes ``config.json`` and ``versions.json``, seeds every random number
+    generator from ``config.seed`` and copies the log into ``train.log``.
+
+    Args:
+        project: The project's folder name, e.g. ``xor_mlp``.
+        config: The validated config.
+
+    Returns:
+        The open `Run`.
+
+    Raises:
+        RunError: The directory holds a finished run, or one started with
+            different settings.
+    """
+    path = Path(config.run_dir) if config.run_dir else _timestamped_dir(project)
+    settings = {"project": project, **config.to_dict(), "run_dir": str(path)}
+    resumed = False
+    if path.exists() and not path.is_dir():
+        raise RunError(f"--run-dir {path} is a file, not a folder.")
+    if (path / "metrics.json").exists():
+        raise RunError(
+            f"{path} already holds a finished run (metrics.json exists). "
+            "Choose a new --run-dir, or delete that folder to train again."
+        )
+    saved_config = path / "config.json"
+    if saved_config.exists():
+        previous = json.loads(saved_config.read_text())
+        changed = sorted(
+            key
+            for key in set(previous) | set(settings)
+            if key != "run_dir" and previous.get(key) != settings.get(key)
+        )
+        if changed:
+            details = ", ".join(
+                f"{key}: {previous.get(key)!r} -> {settings.get(key)!r}" for key in changed
+            )
+            raise RunError(
+                f"{path} was started with other settings ({details}). Re-run with the "
+                "original flags to resume it, or choose a new --run-dir."
+            )
+        resumed = (path / "backup").exists()
+    path.mkdir(parents=True, exist_ok=True)
+    write_json(saved_config, settings)
+    write_json(path / "versions.json", software_versions())
+
+    handler = logging.FileHandler(path / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    if resumed:
+        log.info("Resuming the interrupted run in %s", path)
+    else:
+        log.info("New run in %s", path)
+    seed_everything(config.seed)
+    return Run(project=project, path=path, resumed=resumed, _log_handler=handler)
+
+
+@dataclasses.dataclass
+class LoadedRun:
+    """What inference needs from a finished run."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    model: keras.Model
+
+
+def load_run(run_dir: str | os.PathLike, which: str = "model") -> LoadedRun:
+    """Load a finished run's settings, metrics and model.
+
+    Args:
+        run_dir: The run directory (``runs/<project>/latest`` works).
+        which: ``model`` for the final model, ``best`` for the best epoch's.
+
+    Returns:
+        A `LoadedRun`.
+
+    Raises:
+        RunError: The folder is missing or is not a finished run.
+        shared.saving.ModelFileError: The model file is missing or damaged.
+    """
+    if which not in ("model", "best"):
+        raise ValueError(f"which must be 'model' or 'best', got {which!r}")
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunError(f"No run directory at {path}. Train first, or pass an existing --run-dir.")
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise RunError(f"{path} is not a run directory (it has no config.json).")
+    metrics_file = path / "metrics.json"
+    if not metrics_file.exists():
+        raise RunError(
+            f"{path} holds an unfinished run (no metrics.json). Re-run its training "
+            "command to resume it, or choose another run."
+        )
+    return LoadedRun(
+        path=path,
+        config=json.loads(config_file.read_text()),
+        metrics=json.loads(metrics_file.read_text()),
+        model=load_model(path / f"{which}.keras", compile=False),
+    )

@@ -1,0 +1,128 @@
+"""Atomic model saving and loading with errors a person can act on.
+
+Keras writes ``.keras`` files in place, so a crash or a full disk mid-save
+leaves a truncated file that later fails to load with a confusing message.
+`save_model` writes to a temporary file in the same folder and renames it
+over the target, so the target is always either the old or the new model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import keras
+
+from shared.errors import UserError
+
+
+class ModelFileError(UserError):
+    """A model file is missing, truncated or not a Keras model."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it over ``path``.
+
+    The temporary file keeps ``path``'s suffix (Keras picks the format from it)
+    and lives in the same folder, so the final ``os.replace`` is an atomic
+    rename. On any error the temporary file is removed and ``path`` is untouched.
+
+    Args:
+        path: The final destination.
+
+    Yields:
+        The temporary path to write to.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        with open(temporary, "rb") as written:
+            os.fsync(written.fileno())
+        # mkstemp creates files readable by the owner only; use the usual mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
+    """Save ``model`` to ``path`` atomically.
+
+    Args:
+        model: The model to save.
+        path: Destination; must end in ``.keras``.
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    if path.suffix != ".keras":
+        raise ValueError(f"model files must end in .keras, got {path}")
+    with atomic_path(path) as temporary:
+        model.save(temporary)
+    return path
+
+
+def check_model_file(path: str | os.PathLike) -> Path:
+    """Raise `ModelFileError` unless ``path`` looks like a complete ``.keras`` file.
+
+    Args:
+        path: The file to check.
+
+    Returns:
+        The path, when it passes.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ModelFileError(f"No model file at {path}. Train a model first, or check the path.")
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder, not a .keras model file.")
+    size = path.stat().st_size
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(
+            f"{path} is not a valid Keras model file ({size} bytes): a .keras file is a "
+            "zip archive, and this one is truncated, corrupt or of another format. "
+            "Re-train the model or restore the file from a backup."
+        )
+    with zipfile.ZipFile(path) as archive:
+        names = set(archive.namelist())
+        if "config.json" not in names:
+            raise ModelFileError(
+                f"{path} is a zip archive but not a Keras model (no config.json inside)."
+            )
+        damaged = archive.testzip()
+        if damaged is not None:
+            raise ModelFileError(
+                f"{path} is corrupt: {damaged} inside it fails its checksum. "
+                "Re-train the model or restore the file from a backup."
+            )
+    return path
+
+
+def load_model(path: str | os.PathLike, compile: bool = True) -> keras.Model:  # noqa: A002
+    """Load a ``.keras`` model, or raise `ModelFileError` saying what is wrong.
+
+    Args:
+        path: The ``.keras`` file.
+        compile: Whether to restore the optimizer and loss (not needed for
+            inference).
+
+    Returns:
+        The loaded model.
+    """
+    path = check_model_file(path)
+    try:
+        return keras.saving.load_model(path, compile=compile)
+    except Exception as error:  # Keras raises many types; all mean "cannot load".
+        raise ModelFileError(f"Could not load the model in {path}: {error}") from error
