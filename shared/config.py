@@ -130,9 +130,9 @@ def _check_limits(field: dataclasses.Field, value: Any) -> None:
 class _StrictParser(argparse.ArgumentParser):
     """An ArgumentParser whose unknown-flag error lists the valid flags."""
 
-    def __init__(self, *args: Any, valid_flags: Sequence[str] = (), **kwargs: Any):
+    def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, allow_abbrev=False, **kwargs)
-        self.valid_flags = list(valid_flags)
+        self.valid_flags: list[str] = []
 
     def reject_unknown(self, unknown: Sequence[str]) -> None:
         flags = [arg.split("=", 1)[0] for arg in unknown if arg.startswith("-")]
@@ -174,7 +174,6 @@ def build_parser(config_class: type[ConfigT], description: str | None = None) ->
         description=description or (config_class.__doc__ or "").strip(),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         argument_default=argparse.SUPPRESS,
-        valid_flags=valid_flags,
     )
     for field in fields:
         flag = flag_name(field.name)
@@ -202,6 +201,7 @@ def build_parser(config_class: type[ConfigT], description: str | None = None) ->
             help=f"{help_text} (default: {field.default!r})",
         )
         valid_flags.append(flag)
+    parser.valid_flags = valid_flags
     return parser
 
 

@@ -22,16 +22,20 @@ def truth_table(gate: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def training_dataset(gate: str, repeats: int, batch_size: int, seed: int) -> tf.data.Dataset:
-    """The truth table repeated ``repeats`` times, reshuffled every epoch, batched.
+    """The truth table repeated ``repeats`` times, shuffled once, batched.
 
     Four examples make a poor epoch: repeating them gives each epoch enough
     optimizer steps for the per-epoch logs and checkpoints to mean something.
+    The shuffled order is the same every epoch: the repeats already make every
+    batch a different mix, and a fixed order keeps a resumed run and a
+    multi-replica run identical to a plain one (tf.data's reshuffle-per-epoch
+    order changes when a strategy distributes the dataset).
     """
     inputs, targets = truth_table(gate)
     return (
         tf.data.Dataset.from_tensor_slices((inputs, targets))
         .repeat(repeats)
-        .shuffle(4 * repeats, seed=seed, reshuffle_each_iteration=True)
+        .shuffle(4 * repeats, seed=seed, reshuffle_each_iteration=False)
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )

@@ -65,6 +65,7 @@ def main(config: XorConfig) -> dict:
         train_data,
         validation_data=(inputs, targets),
         epochs=config.epochs,
+        shuffle=False,  # training_dataset shuffles; Keras warns if asked to as well.
         callbacks=standard_callbacks(run.path, examples_per_epoch=4 * config.repeats),
         verbose=2,
     )
@@ -72,7 +73,7 @@ def main(config: XorConfig) -> dict:
     # 2. The perceptron: same data, optimizer and epochs; only the hidden layer is missing.
     with strategy.scope():
         perceptron = compile_classifier(build_perceptron(), config.learning_rate)
-    perceptron.fit(train_data, epochs=config.epochs, verbose=0)
+    perceptron.fit(train_data, epochs=config.epochs, shuffle=False, verbose=0)
 
     # 3. The from-scratch NumPy MLP, minibatch SGD.
     numpy_params, _ = numpy_mlp.train(

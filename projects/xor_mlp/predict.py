@@ -1,0 +1,60 @@
+"""Ask a trained gate model for one output.
+
+    python -m projects.xor_mlp.predict --run-dir runs/xor_mlp/latest 1 0
+
+Expected (after ``make xor-mlp``): ``xor(1, 0) = 1   (P(1) = 0.99...)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from shared.cli import exit_on_user_error, setup_logging
+from shared.errors import UserError
+from shared.runs import load_run
+
+log = logging.getLogger("xor_mlp")
+
+
+class InputError(UserError):
+    """The bits to classify are not two values of 0 or 1."""
+
+
+def parse_bits(values: Sequence[str]) -> np.ndarray:
+    """``["1", "0"]`` -> ``[[1.0, 0.0]]``; anything else raises `InputError`."""
+    if len(values) != 2:
+        raise InputError(f"expected exactly 2 inputs (each 0 or 1), got {len(values)}: {list(values)}")
+    bad = [value for value in values if value not in ("0", "1")]
+    if bad:
+        raise InputError(f"inputs must be 0 or 1; not valid: {', '.join(map(repr, bad))}")
+    return np.array([[float(value) for value in values]], dtype=np.float32)
+
+
+def predict(run_dir: str, bits: Sequence[str]) -> tuple[int, float, str]:
+    """Return (output bit, probability of 1, gate name) from the run's saved model."""
+    inputs = parse_bits(bits)
+    run = load_run(run_dir)
+    probability = float(run.model.predict(inputs, verbose=0)[0, 0])
+    return int(probability > 0.5), probability, run.config.get("gate", "gate")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run a trained AND/OR/XOR model on two bits.")
+    parser.add_argument(
+        "--run-dir", default="runs/xor_mlp/latest", help="Run directory (default: %(default)s)."
+    )
+    parser.add_argument("bits", nargs="*", metavar="BIT", help="Two inputs, each 0 or 1.")
+    args = parser.parse_args(argv)
+    setup_logging(logging.WARNING)
+    output, probability, gate = exit_on_user_error(lambda: predict(args.run_dir, args.bits))
+    print(f"{gate}({args.bits[0]}, {args.bits[1]}) = {output}   (P(1) = {probability:.4f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Test set-up: two logical CPU devices, so MirroredStrategy runs 2 replicas without GPUs.
+
+Logical devices can only be configured before TensorFlow initialises its
+runtime, so this happens once, when pytest starts.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+def pytest_configure(config: pytest.Config) -> None:
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )

@@ -1,0 +1,110 @@
+"""Config dataclass -> command line: flags, types, help, errors, --quick."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from projects.xor_mlp.config import XorConfig
+from shared.config import ConfigError, TrainConfig, build_parser, option, parse_config
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig(TrainConfig):
+    """A demo config."""
+
+    QUICK = {"epochs": 1, "hidden_units": 2}
+
+    hidden_units: int = option(16, "Neurons per layer.", minimum=1)
+    learning_rate: float = option(0.01, "Step size.", minimum=0.0, exclusive_minimum=True)
+    cell: str = option("lstm", "Recurrent cell.", choices=("lstm", "gru"))
+    shuffle: bool = option(True, "Shuffle the data.")
+
+
+def parse_error(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as raised:
+        parse_config(DemoConfig, argv)
+    assert raised.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_defaults_come_from_the_dataclass():
+    config = parse_config(DemoConfig, [])
+    assert config == DemoConfig()
+    assert config.epochs == 10 and config.strategy == "auto" and config.quick is False
+
+
+def test_flags_are_kebab_case_and_typed():
+    config = parse_config(
+        DemoConfig,
+        ["--hidden-units", "7", "--learning-rate", "0.5", "--cell", "gru", "--no-shuffle",
+         "--batch-size", "64", "--run-dir", "somewhere", "--strategy", "mirrored"],
+    )
+    assert config.hidden_units == 7 and isinstance(config.hidden_units, int)
+    assert config.learning_rate == 0.5 and isinstance(config.learning_rate, float)
+    assert config.cell == "gru"
+    assert config.shuffle is False
+    assert config.batch_size == 64
+    assert config.run_dir == "somewhere"
+    assert config.strategy == "mirrored"
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        DemoConfig().epochs = 3  # type: ignore[misc]
+
+
+def test_help_lists_every_field_with_its_help_text():
+    text = build_parser(DemoConfig).format_help()
+    for flag in ["--epochs", "--batch-size", "--seed", "--run-dir", "--strategy", "--quick",
+                 "--hidden-units", "--learning-rate", "--cell", "--shuffle", "--no-shuffle"]:
+        assert flag in text
+    assert "Neurons per layer." in text
+    assert "Global batch size" in text
+
+
+def test_unknown_flag_is_rejected_with_the_valid_flags(capsys):
+    err = parse_error(["--hidden-unit", "3"], capsys)
+    assert "unknown argument(s): --hidden-unit" in err
+    assert "did you mean --hidden-units?" in err
+    assert "valid flags:" in err and "--learning-rate" in err and "--epochs" in err
+
+
+def test_abbreviated_flags_are_not_accepted(capsys):
+    err = parse_error(["--epoch", "3"], capsys)
+    assert "--epoch" in err and "valid flags" in err
+
+
+def test_out_of_range_values_name_the_flag(capsys):
+    assert "--epochs must be at least 1, got -1" in parse_error(["--epochs", "-1"], capsys)
+    assert "--learning-rate must be greater than 0.0" in parse_error(
+        ["--learning-rate", "0"], capsys
+    )
+
+
+def test_wrong_type_and_bad_choice_are_rejected(capsys):
+    assert "invalid int value: 'ten'" in parse_error(["--epochs", "ten"], capsys)
+    assert "invalid choice: 'rnn'" in parse_error(["--cell", "rnn"], capsys)
+    assert "invalid choice: 'tpu'" in parse_error(["--strategy", "tpu"], capsys)
+
+
+def test_invalid_values_fail_when_built_from_python_too():
+    with pytest.raises(ConfigError, match="--batch-size must be at least 1"):
+        DemoConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="--cell 'rnn' is not valid; choose one of: lstm, gru"):
+        DemoConfig(cell="rnn")
+
+
+def test_quick_applies_overrides_and_explicit_flags_win():
+    quick = parse_config(DemoConfig, ["--quick"])
+    assert quick.quick is True and quick.epochs == 1 and quick.hidden_units == 2
+    mixed = parse_config(DemoConfig, ["--quick", "--epochs", "4"])
+    assert mixed.epochs == 4 and mixed.hidden_units == 2
+    mixed_order = parse_config(DemoConfig, ["--epochs", "4", "--quick"])
+    assert mixed_order.epochs == 4
+
+
+def test_every_project_quick_config_is_valid():
+    quick = parse_config(XorConfig, ["--quick"])
+    assert quick.epochs < XorConfig().epochs

@@ -1,0 +1,55 @@
+"""Strategy selection, and 2-replica MirroredStrategy training equal to one device."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from projects.xor_mlp.config import XorConfig
+from projects.xor_mlp.train import main as train_xor
+from shared.distribute import select_strategy
+from shared.runs import load_run
+
+
+def test_auto_on_a_machine_without_gpus_is_the_default_strategy():
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    strategy = select_strategy("auto")
+    assert strategy is tf.distribute.get_strategy()
+    assert strategy.num_replicas_in_sync == 1
+
+
+def test_default_is_one_replica():
+    assert select_strategy("default").num_replicas_in_sync == 1
+
+
+def test_mirrored_uses_every_logical_cpu():
+    # conftest.py splits the CPU into two logical devices.
+    strategy = select_strategy("mirrored")
+    assert isinstance(strategy, tf.distribute.MirroredStrategy)
+    assert strategy.num_replicas_in_sync == 2
+
+
+def test_unknown_strategy_is_rejected():
+    with pytest.raises(ValueError, match="unknown strategy 'tpu'"):
+        select_strategy("tpu")
+
+
+def test_two_replicas_train_to_the_same_result_as_one_device(tmp_path):
+    settings = dict(seed=5, epochs=6, batch_size=16, repeats=16, numpy_epochs=10)
+    single = train_xor(XorConfig(strategy="default", run_dir=str(tmp_path / "one"), **settings))
+    mirrored = train_xor(XorConfig(strategy="mirrored", run_dir=str(tmp_path / "two"), **settings))
+
+    np.testing.assert_allclose(
+        single["mlp"]["probabilities"], mirrored["mlp"]["probabilities"], rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(single["mlp"]["loss"], mirrored["mlp"]["loss"], rtol=1e-5)
+    # Identical per-epoch losses: same data order, same steps (the batch is global).
+    history_one = np.genfromtxt(tmp_path / "one" / "history.csv", delimiter=",", names=True)
+    history_two = np.genfromtxt(tmp_path / "two" / "history.csv", delimiter=",", names=True)
+    np.testing.assert_allclose(history_one["loss"], history_two["loss"], rtol=1e-5)
+    weights_one = load_run(tmp_path / "one").model.get_weights()
+    weights_two = load_run(tmp_path / "two").model.get_weights()
+    for left, right in zip(weights_one, weights_two, strict=True):
+        np.testing.assert_allclose(left, right, rtol=1e-5, atol=1e-6)
