@@ -110,6 +110,7 @@ class Run:
     path: Path
     resumed: bool
     _log_handler: logging.Handler | None = None
+    _previous_log_level: int = logging.WARNING
     _started: float = dataclasses.field(default_factory=time.perf_counter)
 
     @property
@@ -148,7 +149,9 @@ class Run:
         _point_latest(self)
         log.info("Run directory: %s", self.path)
         if self._log_handler is not None:
-            logging.getLogger().removeHandler(self._log_handler)
+            root = logging.getLogger()
+            root.removeHandler(self._log_handler)
+            root.setLevel(self._previous_log_level)
             self._log_handler.close()
             self._log_handler = None
         return self.path
@@ -230,13 +233,24 @@ def start_run(project: str, config: TrainConfig) -> Run:
 
     handler = logging.FileHandler(path / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    previous_level = root.level
+    # The run's log keeps INFO records even when the console shows fewer.
+    root.setLevel(min(previous_level, logging.INFO))
     if resumed:
         log.info("Resuming the interrupted run in %s", path)
     else:
         log.info("New run in %s", path)
     seed_everything(config.seed)
-    return Run(project=project, path=path, resumed=resumed, _log_handler=handler)
+    return Run(
+        project=project,
+        path=path,
+        resumed=resumed,
+        _log_handler=handler,
+        _previous_log_level=previous_level,
+    )
 
 
 @dataclasses.dataclass

@@ -1,0 +1,146 @@
+"""Run directories: contents, latest link, resume rules, reproducibility, load_run errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import keras
+import numpy as np
+import pytest
+
+from projects.xor_mlp.config import XorConfig
+from projects.xor_mlp.train import main as train_xor
+from shared.callbacks import ResumableCSVLogger, standard_callbacks
+from shared.runs import RunError, load_run
+from shared.saving import ModelFileError
+
+QUICK = dict(epochs=3, repeats=16, numpy_epochs=50)
+
+
+def test_a_run_directory_describes_itself(tmp_path):
+    run_dir = tmp_path / "run"
+    metrics = train_xor(XorConfig(run_dir=str(run_dir), **QUICK))
+
+    expected = {"config.json", "versions.json", "history.csv", "metrics.json", "timing.json",
+                "model.keras", "best.keras", "best.json", "train.log", "tensorboard", "plots"}
+    assert expected <= {path.name for path in run_dir.iterdir()}
+    assert not (run_dir / "backup").exists()  # removed once training completed
+
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["project"] == "xor_mlp" and config["epochs"] == 3 and config["seed"] == 0
+    versions = json.loads((run_dir / "versions.json").read_text())
+    assert versions["tensorflow"].startswith("2.") and versions["keras"].startswith("3.")
+    assert versions["python"].startswith("3.")
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+
+    with open(run_dir / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
+    assert all(float(row["examples_per_second"]) > 0 for row in rows)
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"} <= set(rows[0])
+
+    events = list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event files"
+    for png in ["training_curves.png", "decision_boundary.png"]:
+        assert (run_dir / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Run directory" in (run_dir / "train.log").read_text()
+
+    best = json.loads((run_dir / "best.json").read_text())
+    val_losses = [float(row["val_loss"]) for row in rows]
+    assert best["epoch"] == int(np.argmin(val_losses))
+
+
+def test_default_run_directory_is_timestamped_and_latest_points_to_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    train_xor(XorConfig(**QUICK))
+    train_xor(XorConfig(**QUICK))
+    runs = sorted(p for p in (tmp_path / "runs" / "xor_mlp").iterdir() if p.name != "latest")
+    assert len(runs) == 2
+    latest = tmp_path / "runs" / "xor_mlp" / "latest"
+    assert latest.is_symlink()
+    assert latest.resolve() == runs[-1].resolve()
+    assert load_run(latest).config["run_dir"] == str(runs[-1].relative_to(tmp_path))
+
+
+def test_same_seed_gives_identical_metrics_json(tmp_path):
+    train_xor(XorConfig(run_dir=str(tmp_path / "a"), seed=11, **QUICK))
+    train_xor(XorConfig(run_dir=str(tmp_path / "b"), seed=11, **QUICK))
+    train_xor(XorConfig(run_dir=str(tmp_path / "c"), seed=12, **QUICK))
+    first = (tmp_path / "a" / "metrics.json").read_bytes()
+    assert first == (tmp_path / "b" / "metrics.json").read_bytes()
+    assert first != (tmp_path / "c" / "metrics.json").read_bytes()
+
+
+def test_a_finished_run_directory_is_not_overwritten(tmp_path):
+    config = XorConfig(run_dir=str(tmp_path / "run"), **QUICK)
+    train_xor(config)
+    model_bytes = (tmp_path / "run" / "model.keras").read_bytes()
+    with pytest.raises(RunError, match="already holds a finished run"):
+        train_xor(config)
+    assert (tmp_path / "run" / "model.keras").read_bytes() == model_bytes
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"project": "xor_mlp", **XorConfig(**QUICK).to_dict()}))
+    with pytest.raises(RunError, match=r"other settings \(hidden_units: 8 -> 4\)"):
+        train_xor(XorConfig(run_dir=str(run_dir), hidden_units=4, **QUICK))
+
+
+def test_load_run_errors_name_the_problem(tmp_path):
+    with pytest.raises(RunError, match="No run directory at"):
+        load_run(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RunError, match="not a run directory"):
+        load_run(tmp_path / "empty")
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.json").write_text("{}")
+    with pytest.raises(RunError, match="unfinished run"):
+        load_run(unfinished)
+    (unfinished / "metrics.json").write_text("{}")
+    with pytest.raises(ModelFileError, match="No model file"):
+        load_run(unfinished)
+
+
+def test_load_run_returns_what_inference_needs(tmp_path):
+    train_xor(XorConfig(run_dir=str(tmp_path / "run"), **QUICK))
+    run = load_run(tmp_path / "run")
+    assert run.config["gate"] == "xor"
+    assert run.metrics["gate"] == "xor"
+    assert run.model.input_shape == (None, 2)
+    assert load_run(tmp_path / "run", which="best").model.output_shape == (None, 1)
+
+
+def tiny_regression():
+    inputs = keras.Input(shape=(1,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.linspace(-1, 1, 32, dtype="float32").reshape(-1, 1)
+    return model, x, 2 * x
+
+
+def test_csv_logger_drops_rows_of_epochs_that_are_trained_again(tmp_path):
+    # The process died after logging epochs 0-3 but the backup only reached epoch 2:
+    # on resume, epochs 2 and 3 run again and must not appear twice.
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss\n0,4.0\n1,3.0\n2,2.0\n3,1.0\n")
+    model, x, y = tiny_regression()
+    model.fit(x, y, epochs=5, initial_epoch=2, verbose=0, callbacks=[ResumableCSVLogger(history)])
+    with open(history) as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["epoch"]) for row in rows] == [0, 1, 2, 3, 4]
+    assert rows[1]["loss"] == "3.0" and rows[2]["loss"] != "2.0"
+
+
+def test_terminate_on_nan_stops_training(tmp_path):
+    model, x, y = tiny_regression()
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=1e6), loss="mse")
+    history = model.fit(
+        x, 1e20 * y, epochs=20, verbose=0, validation_data=(x, y),
+        callbacks=standard_callbacks(tmp_path, examples_per_epoch=len(x)),
+    )
+    losses = history.history["loss"]
+    assert len(losses) < 20
+    assert not np.isfinite(losses[-1])

@@ -1,0 +1,188 @@
+"""XOR MLP project: learning, the perceptron's failure, NumPy backprop, save/load, predict, resume."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from projects.xor_mlp import numpy_mlp
+from projects.xor_mlp.config import XorConfig
+from projects.xor_mlp.data import truth_table
+from projects.xor_mlp.predict import InputError, parse_bits
+from projects.xor_mlp.predict import main as predict_main
+from projects.xor_mlp.train import main as train_xor
+from tests.helpers import REPO_ROOT, run_module
+
+QUICK = dict(epochs=3, repeats=16, numpy_epochs=50)
+
+
+def test_truth_tables():
+    inputs, xor = truth_table("xor")
+    assert inputs.tolist() == [[0, 0], [0, 1], [1, 0], [1, 1]]
+    assert xor.ravel().tolist() == [0, 1, 1, 0]
+    assert truth_table("and")[1].ravel().tolist() == [0, 0, 0, 1]
+    assert truth_table("or")[1].ravel().tolist() == [0, 1, 1, 1]
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_mlp_solves_xor_and_the_perceptron_cannot(seed, tmp_path):
+    metrics = train_xor(XorConfig(seed=seed, run_dir=str(tmp_path / "run")))
+    assert metrics["mlp"]["accuracy"] == 1.0, metrics["mlp"]
+    assert metrics["numpy_mlp"]["accuracy"] == 1.0, metrics["numpy_mlp"]
+    # One straight line gets at most 3 of the 4 XOR rows right.
+    assert metrics["perceptron"]["accuracy"] <= 0.75
+    assert metrics["perceptron"]["solved"] is False
+    assert "cannot solve xor" in metrics["perceptron_note"]
+
+
+@pytest.mark.parametrize("gate", ["and", "or"])
+def test_the_perceptron_solves_linearly_separable_gates(gate, tmp_path):
+    metrics = train_xor(XorConfig(gate=gate, run_dir=str(tmp_path / "run")))
+    assert metrics["perceptron"]["accuracy"] == 1.0
+    assert metrics["mlp"]["accuracy"] == 1.0
+    assert f"solves {gate}" in metrics["perceptron_note"]
+
+
+def tensorflow_gradients(params, x, y):
+    """The same network and loss, differentiated by TensorFlow."""
+    variables = {name: tf.Variable(value, dtype=tf.float64) for name, value in params.items()}
+    with tf.GradientTape() as tape:
+        h = tf.tanh(x @ variables["W1"] + variables["b1"])
+        p = tf.sigmoid(h @ variables["W2"] + variables["b2"])
+        loss = -tf.reduce_mean(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p))
+    grads = tape.gradient(loss, variables)
+    return {name: grad.numpy() for name, grad in grads.items()}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_numpy_backprop_matches_tensorflow_autodiff(seed):
+    rng = np.random.default_rng(seed)
+    x, y = (a.astype(np.float64) for a in truth_table("xor"))
+    params = numpy_mlp.init_params(2, 5, 1, rng)
+    # Non-zero biases, so their gradients are exercised away from the symmetric start.
+    params["b1"] = rng.normal(size=5)
+    params["b2"] = rng.normal(size=1)
+    ours = numpy_mlp.gradients(params, x, y)
+    reference = tensorflow_gradients(params, x, y)
+    for name in params:
+        error = np.linalg.norm(ours[name] - reference[name]) / np.linalg.norm(reference[name])
+        assert error < 1e-6, (name, error)
+
+
+def test_numpy_mlp_loss_falls_and_it_learns_xor():
+    x, y = truth_table("xor")
+    params, losses = numpy_mlp.train(x, y, hidden=8, epochs=2000, learning_rate=0.5,
+                                     batch_size=2, seed=4)
+    assert losses[-1] < losses[0] / 10
+    assert ((numpy_mlp.predict(params, x) > 0.5) == (y > 0.5)).all()
+
+
+def test_saved_model_gives_identical_predictions_in_a_fresh_process(tmp_path):
+    run_dir = tmp_path / "run"
+    metrics = train_xor(XorConfig(run_dir=str(run_dir), **QUICK))
+    code = (
+        "import json, sys\n"
+        "from shared.runs import load_run\n"
+        "from projects.xor_mlp.data import truth_table\n"
+        "model = load_run(sys.argv[1]).model\n"
+        "print(json.dumps(model.predict(truth_table('xor')[0], verbose=0).ravel().tolist()))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(run_dir)], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    reloaded = json.loads(result.stdout.strip().splitlines()[-1])
+    assert reloaded == metrics["mlp"]["probabilities"]
+
+
+def predict_in_process(run_dir, bits) -> str:
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        assert predict_main(["--run-dir", str(run_dir), *bits]) == 0
+    return buffer.getvalue()
+
+
+def test_predict_cli_prints_the_gate_output(tmp_path):
+    run_dir = tmp_path / "run"
+    train_xor(XorConfig(run_dir=str(run_dir)))
+    result = run_module("projects.xor_mlp.predict", "--run-dir", str(run_dir), "1", "0")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("xor(1, 0) = 1")
+    for bits, expected in [(["0", "0"], 0), (["0", "1"], 1), (["1", "1"], 0)]:
+        line = predict_in_process(run_dir, bits)
+        assert line.startswith(f"xor({bits[0]}, {bits[1]}) = {expected}")
+
+
+@pytest.mark.parametrize(
+    ("bits", "message"),
+    [
+        (["1"], "expected exactly 2 inputs"),
+        (["1", "0", "1"], "expected exactly 2 inputs"),
+        (["1", "2"], "inputs must be 0 or 1; not valid: '2'"),
+        (["yes", "0"], "not valid: 'yes'"),
+        (["-1", "0"], "not valid: '-1'"),
+    ],
+)
+def test_invalid_inputs_are_rejected_clearly(bits, message):
+    with pytest.raises(InputError, match=message):
+        parse_bits(bits)
+
+
+def test_predict_cli_errors_exit_2_without_a_traceback(tmp_path):
+    result = run_module("projects.xor_mlp.predict", "--run-dir", str(tmp_path / "nope"), "1", "0")
+    assert result.returncode == 2
+    assert "No run directory at" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run_module("projects.xor_mlp.predict", "--run-dir", str(tmp_path), "1", "7")
+    assert result.returncode == 2
+    assert "inputs must be 0 or 1" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_train_cli_rejects_bad_flags_before_training(tmp_path):
+    result = run_module("projects.xor_mlp.train", "--epochs", "-1", "--run-dir", str(tmp_path / "r"))
+    assert result.returncode == 2
+    assert "--epochs must be at least 1, got -1" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def history_epochs(path) -> list[int]:
+    if not path.exists():
+        return []
+    with open(path) as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+def test_killed_run_resumes_and_logs_every_epoch_once(tmp_path):
+    run_dir = tmp_path / "run"
+    # ~750 steps per epoch, so the kill lands inside epoch 2 or 3, not after the end.
+    command = [sys.executable, "-m", "projects.xor_mlp.train", "--run-dir", str(run_dir),
+               "--epochs", "4", "--repeats", "3000", "--numpy-epochs", "10"]
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, env={**os.environ})
+    deadline = time.monotonic() + 180
+    while not history_epochs(run_dir / "history.csv") and time.monotonic() < deadline:
+        assert process.poll() is None, "training ended before it could be killed"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    logged_before = history_epochs(run_dir / "history.csv")
+    assert 1 <= len(logged_before) < 4
+    assert (run_dir / "backup").exists() and not (run_dir / "metrics.json").exists()
+
+    resumed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming the interrupted run" in resumed.stderr
+    assert "Epoch 1/4" not in resumed.stdout  # it did not start over
+    assert history_epochs(run_dir / "history.csv") == [0, 1, 2, 3]
+    assert json.loads((run_dir / "metrics.json").read_text())["mlp"]["accuracy"] == 1.0
+    assert not (run_dir / "backup").exists()
