@@ -54,7 +54,7 @@ def plot_history(history_csv: str | os.PathLike, path: str | os.PathLike) -> Pat
     columns = max(len(names), 1)
     figure, axes = plt.subplots(1, columns, figsize=(4.5 * columns, 3.5), squeeze=False)
     epochs = frame["epoch"] + 1
-    for axis, name in zip(axes[0], names):
+    for axis, name in zip(axes[0], names, strict=False):  # no names: one empty panel
         axis.plot(epochs, frame[name], label="train")
         validation = f"val_{name}"
         if validation in frame and pd.to_numeric(frame[validation], errors="coerce").notna().any():

@@ -55,10 +55,9 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
         path: Destination file.
         data: JSON-serialisable data; NumPy scalars and arrays are converted.
     """
-    with atomic_path(path) as temporary:
-        with open(temporary, "w") as out:
-            json.dump(data, out, indent=2, sort_keys=True, default=_to_builtin)
-            out.write("\n")
+    with atomic_path(path) as temporary, open(temporary, "w") as out:
+        json.dump(data, out, indent=2, sort_keys=True, default=_to_builtin)
+        out.write("\n")
 
 
 def _to_builtin(value: Any) -> Any:
@@ -93,7 +92,7 @@ def software_versions() -> dict[str, Any]:
 
 def _timestamped_dir(project: str) -> Path:
     parent = RUNS_ROOT / project
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     candidate = parent / stamp
     counter = 2
     while candidate.exists():
@@ -164,7 +163,9 @@ def _throughput_summary(history_csv: Path) -> dict[str, float]:
     if "examples_per_second" not in frame or frame.empty:
         return {}
     # The first epoch includes tracing and compilation; report it separately.
-    steady = frame["examples_per_second"].iloc[1:] if len(frame) > 1 else frame["examples_per_second"]
+    steady = (
+        frame["examples_per_second"].iloc[1:] if len(frame) > 1 else frame["examples_per_second"]
+    )
     return {
         "epochs_logged": int(len(frame)),
         "first_epoch_seconds": float(frame["epoch_seconds"].iloc[0]),

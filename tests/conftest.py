@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+
 def pytest_configure(config: pytest.Config) -> None:
     import tensorflow as tf
 

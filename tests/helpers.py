@@ -10,7 +10,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_module(module: str, *args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+def run_module(
+    module: str, *args: str, timeout: float = 300, **kwargs
+) -> subprocess.CompletedProcess:
     """Run ``python -m module args`` from the repository root, as a user would."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],

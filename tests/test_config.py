@@ -38,8 +38,21 @@ def test_defaults_come_from_the_dataclass():
 def test_flags_are_kebab_case_and_typed():
     config = parse_config(
         DemoConfig,
-        ["--hidden-units", "7", "--learning-rate", "0.5", "--cell", "gru", "--no-shuffle",
-         "--batch-size", "64", "--run-dir", "somewhere", "--strategy", "mirrored"],
+        [
+            "--hidden-units",
+            "7",
+            "--learning-rate",
+            "0.5",
+            "--cell",
+            "gru",
+            "--no-shuffle",
+            "--batch-size",
+            "64",
+            "--run-dir",
+            "somewhere",
+            "--strategy",
+            "mirrored",
+        ],
     )
     assert config.hidden_units == 7 and isinstance(config.hidden_units, int)
     assert config.learning_rate == 0.5 and isinstance(config.learning_rate, float)
@@ -57,8 +70,19 @@ def test_config_is_frozen():
 
 def test_help_lists_every_field_with_its_help_text():
     text = build_parser(DemoConfig).format_help()
-    for flag in ["--epochs", "--batch-size", "--seed", "--run-dir", "--strategy", "--quick",
-                 "--hidden-units", "--learning-rate", "--cell", "--shuffle", "--no-shuffle"]:
+    for flag in [
+        "--epochs",
+        "--batch-size",
+        "--seed",
+        "--run-dir",
+        "--strategy",
+        "--quick",
+        "--hidden-units",
+        "--learning-rate",
+        "--cell",
+        "--shuffle",
+        "--no-shuffle",
+    ]:
         assert flag in text
     assert "Neurons per layer." in text
     assert "Global batch size" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+
 import keras
 import numpy as np
 import pytest
@@ -21,8 +22,19 @@ def test_a_run_directory_describes_itself(tmp_path):
     run_dir = tmp_path / "run"
     metrics = train_xor(XorConfig(run_dir=str(run_dir), **QUICK))
 
-    expected = {"config.json", "versions.json", "history.csv", "metrics.json", "timing.json",
-                "model.keras", "best.keras", "best.json", "train.log", "tensorboard", "plots"}
+    expected = {
+        "config.json",
+        "versions.json",
+        "history.csv",
+        "metrics.json",
+        "timing.json",
+        "model.keras",
+        "best.keras",
+        "best.json",
+        "train.log",
+        "tensorboard",
+        "plots",
+    }
     assert expected <= {path.name for path in run_dir.iterdir()}
     assert not (run_dir / "backup").exists()  # removed once training completed
 
@@ -83,7 +95,9 @@ def test_a_finished_run_directory_is_not_overwritten(tmp_path):
 def test_resuming_with_other_settings_is_refused(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "config.json").write_text(json.dumps({"project": "xor_mlp", **XorConfig(**QUICK).to_dict()}))
+    (run_dir / "config.json").write_text(
+        json.dumps({"project": "xor_mlp", **XorConfig(**QUICK).to_dict()})
+    )
     with pytest.raises(RunError, match=r"other settings \(hidden_units: 8 -> 4\)"):
         train_xor(XorConfig(run_dir=str(run_dir), hidden_units=4, **QUICK))
 
@@ -138,7 +152,11 @@ def test_terminate_on_nan_stops_training(tmp_path):
     model, x, y = tiny_regression()
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=1e6), loss="mse")
     history = model.fit(
-        x, 1e20 * y, epochs=20, verbose=0, validation_data=(x, y),
+        x,
+        1e20 * y,
+        epochs=20,
+        verbose=0,
+        validation_data=(x, y),
         callbacks=standard_callbacks(tmp_path, examples_per_epoch=len(x)),
     )
     losses = history.history["loss"]

@@ -31,7 +31,9 @@ def test_save_then_load_gives_the_same_outputs(tmp_path):
     model = small_model()
     path = save_model(model, tmp_path / "model.keras")
     x = np.random.default_rng(0).normal(size=(5, 4)).astype("float32")
-    np.testing.assert_array_equal(model.predict(x, verbose=0), load_model(path).predict(x, verbose=0))
+    np.testing.assert_array_equal(
+        model.predict(x, verbose=0), load_model(path).predict(x, verbose=0)
+    )
     assert [p.name for p in tmp_path.iterdir()] == ["model.keras"]  # no temporary files left
 
 
@@ -77,7 +79,9 @@ def test_truncated_file_error_says_truncated(tmp_path):
     save_model(small_model(), path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ModelFileError, match=r"model\.keras is not a valid Keras model file.*truncated"):
+    with pytest.raises(
+        ModelFileError, match=r"model\.keras is not a valid Keras model file.*truncated"
+    ):
         load_model(path)
 
 

@@ -1,4 +1,4 @@
-"""XOR MLP project: learning, the perceptron's failure, NumPy backprop, save/load, predict, resume."""
+"""XOR MLP project: learning, perceptron failure, NumPy backprop, save/load, predict, resume."""
 
 from __future__ import annotations
 
@@ -82,8 +82,9 @@ def test_numpy_backprop_matches_tensorflow_autodiff(seed):
 
 def test_numpy_mlp_loss_falls_and_it_learns_xor():
     x, y = truth_table("xor")
-    params, losses = numpy_mlp.train(x, y, hidden=8, epochs=2000, learning_rate=0.5,
-                                     batch_size=2, seed=4)
+    params, losses = numpy_mlp.train(
+        x, y, hidden=8, epochs=2000, learning_rate=0.5, batch_size=2, seed=4
+    )
     assert losses[-1] < losses[0] / 10
     assert ((numpy_mlp.predict(params, x) > 0.5) == (y > 0.5)).all()
 
@@ -98,8 +99,13 @@ def test_saved_model_gives_identical_predictions_in_a_fresh_process(tmp_path):
         "model = load_run(sys.argv[1]).model\n"
         "print(json.dumps(model.predict(truth_table('xor')[0], verbose=0).ravel().tolist()))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code, str(run_dir)], cwd=REPO_ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(run_dir)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     reloaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert reloaded == metrics["mlp"]["probabilities"]
@@ -149,7 +155,9 @@ def test_predict_cli_errors_exit_2_without_a_traceback(tmp_path):
 
 
 def test_train_cli_rejects_bad_flags_before_training(tmp_path):
-    result = run_module("projects.xor_mlp.train", "--epochs", "-1", "--run-dir", str(tmp_path / "r"))
+    result = run_module(
+        "projects.xor_mlp.train", "--epochs", "-1", "--run-dir", str(tmp_path / "r")
+    )
     assert result.returncode == 2
     assert "--epochs must be at least 1, got -1" in result.stderr
     assert not (tmp_path / "r").exists()
@@ -165,10 +173,26 @@ def history_epochs(path) -> list[int]:
 def test_killed_run_resumes_and_logs_every_epoch_once(tmp_path):
     run_dir = tmp_path / "run"
     # ~750 steps per epoch, so the kill lands inside epoch 2 or 3, not after the end.
-    command = [sys.executable, "-m", "projects.xor_mlp.train", "--run-dir", str(run_dir),
-               "--epochs", "4", "--repeats", "3000", "--numpy-epochs", "10"]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, env={**os.environ})
+    command = [
+        sys.executable,
+        "-m",
+        "projects.xor_mlp.train",
+        "--run-dir",
+        str(run_dir),
+        "--epochs",
+        "4",
+        "--repeats",
+        "3000",
+        "--numpy-epochs",
+        "10",
+    ]
+    process = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ},
+    )
     deadline = time.monotonic() + 180
     while not history_epochs(run_dir / "history.csv") and time.monotonic() < deadline:
         assert process.poll() is None, "training ended before it could be killed"

@@ -20,9 +20,7 @@ class XorConfig(TrainConfig):
     gate: str = option("xor", "Logic gate to learn.", choices=GATES)
     hidden_units: int = option(8, "Neurons in the MLP's hidden layer.", minimum=1)
     learning_rate: float = option(0.02, "Adam learning rate.", minimum=0.0, exclusive_minimum=True)
-    repeats: int = option(
-        64, "Copies of the 4-row truth table in one epoch (shuffled).", minimum=1
-    )
+    repeats: int = option(64, "Copies of the 4-row truth table in one epoch (shuffled).", minimum=1)
     numpy_epochs: int = option(
         2000, "Epochs of the from-scratch NumPy MLP (minibatch SGD).", minimum=1
     )

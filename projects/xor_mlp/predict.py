@@ -28,7 +28,9 @@ class InputError(UserError):
 def parse_bits(values: Sequence[str]) -> np.ndarray:
     """``["1", "0"]`` -> ``[[1.0, 0.0]]``; anything else raises `InputError`."""
     if len(values) != 2:
-        raise InputError(f"expected exactly 2 inputs (each 0 or 1), got {len(values)}: {list(values)}")
+        raise InputError(
+            f"expected exactly 2 inputs (each 0 or 1), got {len(values)}: {list(values)}"
+        )
     bad = [value for value in values if value not in ("0", "1")]
     if bad:
         raise InputError(f"inputs must be 0 or 1; not valid: {', '.join(map(repr, bad))}")

@@ -26,7 +26,7 @@ import numpy as np
 
 from projects.xor_mlp import numpy_mlp
 from projects.xor_mlp.config import XorConfig
-from projects.xor_mlp.data import truth_table, training_dataset
+from projects.xor_mlp.data import training_dataset, truth_table
 from projects.xor_mlp.model import build_mlp, build_perceptron, compile_classifier
 from shared.callbacks import standard_callbacks
 from shared.cli import run_training_cli
@@ -134,13 +134,20 @@ def plot_decision_boundaries(keras_models, numpy_predict, inputs, targets, title
     figure, axes = plt.subplots(
         1, len(predictors), figsize=(4 * len(predictors), 3.8), layout="constrained"
     )
-    for axis, (name, predict) in zip(axes, predictors.items()):
+    for axis, (name, predict) in zip(axes, predictors.items(), strict=True):
         surface = np.asarray(predict(grid)).reshape(grid_x.shape)
         filled = axis.contourf(grid_x, grid_y, surface, levels=20, cmap="RdBu_r", vmin=0, vmax=1)
         axis.contour(grid_x, grid_y, surface, levels=[0.5], colors="black", linewidths=1.5)
         axis.scatter(
-            inputs[:, 0], inputs[:, 1], c=targets.ravel(), cmap="RdBu_r",
-            vmin=0, vmax=1, s=160, edgecolors="black", linewidths=1.5,
+            inputs[:, 0],
+            inputs[:, 1],
+            c=targets.ravel(),
+            cmap="RdBu_r",
+            vmin=0,
+            vmax=1,
+            s=160,
+            edgecolors="black",
+            linewidths=1.5,
         )
         axis.set_title(f"{title}: {name}")
         axis.set_xlabel("x1")

@@ -1,0 +1,43 @@
+# Every target that runs Python first builds .venv from requirements.txt (once;
+# again only when requirements.txt changes). Pass extra flags with ARGS="...".
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install install-gpu test lint xor-mlp tensorboard clean
+
+help: ## List the targets
+	@grep -E '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | \
+		awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(INSTALLED): requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(INSTALLED) ## Create .venv and install requirements.txt (CPU)
+
+install-gpu: $(INSTALLED) ## Also install TensorFlow's CUDA libraries (NVIDIA GPUs, Linux)
+	$(BIN)/pip install --quiet "tensorflow[and-cuda]==2.21.*"
+
+test: lint ## Run the linter and the test suite (about 5 minutes on 2 cores)
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: $(INSTALLED) ## Check style and common bugs with ruff
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+xor-mlp: $(INSTALLED) ## Train the XOR MLP (about 15 s on CPU); ARGS="--gate and" etc.
+	$(BIN)/python -m projects.xor_mlp.train $(ARGS)
+
+tensorboard: $(INSTALLED) ## Serve TensorBoard for everything under runs/
+	$(BIN)/tensorboard --logdir runs $(ARGS)
+
+clean: ## Delete runs/ and caches (keeps .venv; rm -rf .venv to remove it)
+	rm -rf runs .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +
