@@ -210,3 +210,13 @@ def test_killed_run_resumes_and_logs_every_epoch_once(tmp_path):
     assert history_epochs(run_dir / "history.csv") == [0, 1, 2, 3]
     assert json.loads((run_dir / "metrics.json").read_text())["mlp"]["accuracy"] == 1.0
     assert not (run_dir / "backup").exists()
+
+
+def test_quick_cli_run_end_to_end(tmp_path):
+    run_dir = tmp_path / "quick"
+    result = run_module("projects.xor_mlp.train", "--quick", "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    assert f"Run directory: {run_dir}" in result.stderr
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["quick"] is True and config["epochs"] == XorConfig.QUICK["epochs"]
+    assert (run_dir / "model.keras").exists() and (run_dir / "metrics.json").exists()
