@@ -1,0 +1,44 @@
+"""Settings of the stock forecasting project (every field is a command-line flag)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.config import ConfigError, TrainConfig, option
+
+CELLS = ("simplernn", "lstm", "gru")
+
+
+@dataclass(frozen=True)
+class StockConfig(TrainConfig):
+    """Forecast daily closing prices with a SimpleRNN/LSTM/GRU and compare it with baselines."""
+
+    QUICK = {"epochs": 2, "window": 20, "units": 8, "start": "2021-01-01", "patience": 2}
+
+    epochs: int = option(60, "Maximum passes over the training windows.", minimum=1)
+    batch_size: int = option(64, "Global batch size.", minimum=1)
+    ticker: str = option("AAPL", "Yahoo Finance symbol (bundled offline: AAPL GOOGL MSFT NVDA).")
+    csv: str = option("", "Train on this CSV (Date, Close; Open/High/Low/Volume used if present).")
+    start: str = option("2013-01-01", "First date of the price history (YYYY-MM-DD).")
+    end: str = option("2024-01-01", "Day after the last date (YYYY-MM-DD).")
+    cache_dir: str = option("", "Folder caching downloaded prices (default: .cache/prices).")
+    window: int = option(60, "Past trading days the model sees.", minimum=2)
+    horizon: int = option(1, "Future trading days forecast at once.", minimum=1)
+    cell: str = option("lstm", "Recurrent cell.", choices=CELLS)
+    units: int = option(64, "Units per recurrent layer.", minimum=1)
+    layers: int = option(1, "Stacked recurrent layers.", minimum=1)
+    dropout: float = option(0.0, "Dropout after each recurrent layer.", minimum=0.0, maximum=0.9)
+    learning_rate: float = option(1e-3, "Adam learning rate.", minimum=0.0, exclusive_minimum=True)
+    patience: int = option(10, "Stop after this many epochs without validation gain.", minimum=1)
+    val_fraction: float = option(0.15, "Share of windows for validation.", minimum=0.01)
+    test_fraction: float = option(0.15, "Share of windows for the test period.", minimum=0.01)
+    walk_forward: int = option(
+        0, "Also evaluate on K consecutive test periods (rolling origin); 0 = off.", minimum=0
+    )
+    interval: float = option(0.8, "Prediction-interval coverage.", minimum=0.5, maximum=0.99)
+    ma_window: int = option(20, "Days averaged by the moving-average baseline.", minimum=1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ConfigError("--val-fraction plus --test-fraction must leave 10% for training.")

@@ -1,0 +1,293 @@
+"""Forecast daily closing prices with an RNN, and compare it honestly with simple baselines.
+
+    python -m projects.stock_lstm.train                      # or: make stock-lstm (AAPL)
+    python -m projects.stock_lstm.train --ticker NVDA --cell gru
+    python -m projects.stock_lstm.train --csv my_prices.csv  # any CSV with Date and Close
+    python -m projects.stock_lstm.train --horizon 5          # the next 5 days at once
+    python -m projects.stock_lstm.train --walk-forward 4     # 4 consecutive test periods
+
+The network sees the last ``--window`` days of log returns, daily ranges and
+volume changes and predicts the log returns to the next ``--horizon`` closes.
+It is trained on the oldest 70% of the windows, stopped early on the next 15%
+(validation) and scored once on the newest 15% (test), next to the naive
+forecast (tomorrow = today), a drift forecast, a moving average and ridge
+regression on exactly the same test windows.
+
+Expected (AAPL, bundled 2013-2023, 2 CPU cores, about a minute): the table at
+the end shows the LSTM close to, but not better than, the naive forecast
+(MASE about 1.0): daily prices are close to a random walk. See README.md.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import keras
+import matplotlib.pyplot as plt
+import numpy as np
+import tensorflow as tf
+
+from projects.stock_lstm.config import StockConfig
+from projects.stock_lstm.data import (
+    Split,
+    Windows,
+    check_length,
+    compute_features,
+    load_config_prices,
+    make_windows,
+    normalisation_stats,
+    split_windows,
+)
+from projects.stock_lstm.evaluate import (
+    compare_methods,
+    format_table,
+    interval_coverage,
+    interval_offsets,
+)
+from projects.stock_lstm.model import build_forecaster, compile_forecaster
+from shared.callbacks import standard_callbacks
+from shared.cli import run_training_cli
+from shared.distribute import select_strategy
+from shared.plots import save_figure
+from shared.runs import start_run
+
+log = logging.getLogger("stock_lstm")
+
+COMPARED_METRICS = ("rmse", "mae", "mape", "mase", "directional_accuracy")
+
+
+def training_dataset(windows: Windows, rows: slice, batch_size: int, seed: int) -> tf.data.Dataset:
+    """Shuffled batches of (input window, target returns)."""
+    count = rows.stop - rows.start
+    return (
+        tf.data.Dataset.from_tensor_slices((windows.inputs[rows], windows.targets[rows]))
+        .shuffle(count, seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def fit_forecaster(
+    config: StockConfig,
+    windows: Windows,
+    split: Split,
+    strategy: tf.distribute.Strategy,
+    callbacks: list[keras.callbacks.Callback],
+    verbose: int,
+) -> keras.Model:
+    """Build the network in the strategy's scope and train it; returns the best-validation weights."""
+    mean, variance = normalisation_stats(windows, split.train)
+    with strategy.scope():
+        model = build_forecaster(
+            window=config.window,
+            feature_mean=mean,
+            feature_variance=variance,
+            target_scale=float(windows.targets[split.train].std()),
+            horizon=config.horizon,
+            cell=config.cell,
+            units=config.units,
+            layers=config.layers,
+            dropout=config.dropout,
+        )
+        compile_forecaster(model, config.learning_rate)
+    early_stopping = keras.callbacks.EarlyStopping(
+        patience=config.patience, restore_best_weights=True
+    )
+    model.fit(
+        training_dataset(windows, split.train, config.batch_size, config.seed),
+        validation_data=(windows.inputs[split.val], windows.targets[split.val]),
+        epochs=config.epochs,
+        shuffle=False,  # the dataset shuffles itself
+        callbacks=[*callbacks, early_stopping],
+        verbose=verbose,
+    )
+    return model
+
+
+def evaluate_split(
+    model: keras.Model,
+    config: StockConfig,
+    windows: Windows,
+    split: Split,
+    close: np.ndarray,
+) -> dict:
+    """Test metrics of the model and every baseline, and the model's interval coverage."""
+    predictions = model.predict(windows.inputs, batch_size=1024, verbose=0).astype(np.float64)
+    mean, variance = normalisation_stats(windows, split.train)
+    results = compare_methods(predictions, windows, split, close, mean, variance, config.ma_window)
+    lower, upper = interval_offsets(
+        predictions[split.val], windows.targets[split.val], config.interval
+    )
+    coverage = interval_coverage(predictions[split.test], windows.targets[split.test], lower, upper)
+    return {
+        "methods": results,
+        "interval": {
+            "coverage_target": config.interval,
+            "lower_log_return": lower.tolist(),
+            "upper_log_return": upper.tolist(),
+            "test_coverage": coverage,
+        },
+        "predictions": predictions,
+    }
+
+
+def period(windows: Windows, rows: slice) -> dict:
+    """First and last origin dates and the number of windows of a part."""
+    dates = windows.origin_dates[rows]
+    return {
+        "first": str(np.datetime_as_string(dates[0], unit="D")),
+        "last": str(np.datetime_as_string(dates[-1], unit="D")),
+        "windows": int(len(dates)),
+    }
+
+
+def main(config: StockConfig) -> dict:
+    """Train, evaluate against the baselines, save the run; returns metrics.json's content."""
+    run = start_run("stock_lstm", config)
+    prices, source = load_config_prices(config)
+    check_length(prices, config, source)
+    features = compute_features(prices)
+    windows = make_windows(prices, features, config.window, config.horizon)
+    split = split_windows(len(windows), config.horizon, config.val_fraction, config.test_fraction)
+    periods = {name: period(windows, getattr(split, name)) for name in ("train", "val", "test")}
+    for name, part in periods.items():
+        log.info("%-5s %s to %s (%d windows)", name, part["first"], part["last"], part["windows"])
+
+    strategy = select_strategy(config.strategy)
+    model = fit_forecaster(
+        config,
+        windows,
+        split,
+        strategy,
+        standard_callbacks(run.path, examples_per_epoch=split.train.stop - split.train.start),
+        verbose=2,
+    )
+    close = prices["Close"].to_numpy(dtype=np.float64)
+    evaluation = evaluate_split(model, config, windows, split, close)
+    methods = evaluation["methods"]
+    mean, _ = normalisation_stats(windows, split.train)
+    metrics = {
+        "source": source,
+        "cell": config.cell,
+        "features": list(features.columns),
+        "feature_mean": mean.tolist(),
+        "periods": periods,
+        "test": methods,
+        "interval": evaluation["interval"],
+        "model_beats_naive_rmse": methods["model"]["rmse"] < methods["naive"]["rmse"],
+    }
+    if config.walk_forward:
+        metrics["walk_forward"] = walk_forward(config, windows, split, strategy, close, methods)
+
+    plot_test_forecast(windows, split, evaluation, source, run.plots_dir / "test_forecast.png")
+    log.info(
+        "Test period %s to %s, %s:\n%s",
+        periods["test"]["first"],
+        periods["test"]["last"],
+        source,
+        format_table(methods),
+    )
+    log.info(
+        "80%% interval: %.1f%% of test outcomes inside (target %.0f%%)",
+        100 * evaluation["interval"]["test_coverage"],
+        100 * config.interval,
+    )
+    log.info(
+        "The %s %s the naive forecast on test RMSE (MASE %.3f).",
+        config.cell.upper(),
+        "beats" if metrics["model_beats_naive_rmse"] else "does NOT beat",
+        methods["model"]["mase"],
+    )
+    run.finish(model, metrics)
+    return metrics
+
+
+def walk_forward(
+    config: StockConfig,
+    windows: Windows,
+    last_split: Split,
+    strategy: tf.distribute.Strategy,
+    close: np.ndarray,
+    last_methods: dict,
+) -> dict:
+    """Rolling-origin evaluation: K consecutive test periods, each model trained on all before it.
+
+    The last period is the main split, whose results are reused.
+    """
+    folds = []
+    test_size = last_split.test.stop - last_split.test.start
+    for fold in range(config.walk_forward):
+        offset = (config.walk_forward - 1 - fold) * test_size
+        if offset == 0:
+            split, methods = last_split, last_methods
+        else:
+            split = split_windows(
+                len(windows),
+                config.horizon,
+                config.val_fraction,
+                config.test_fraction,
+                test_end=len(windows) - offset,
+            )
+            log.info("Walk-forward fold %d/%d", fold + 1, config.walk_forward)
+            model = fit_forecaster(config, windows, split, strategy, [], verbose=0)
+            methods = evaluate_split(model, config, windows, split, close)["methods"]
+        folds.append({"test": period(windows, split.test), "methods": methods})
+        log.info(
+            "Fold %d, test %s to %s:\n%s",
+            fold + 1,
+            folds[-1]["test"]["first"],
+            folds[-1]["test"]["last"],
+            format_table(methods),
+        )
+    mean = {
+        name: {
+            metric: float(np.mean([fold["methods"][name][metric] for fold in folds]))
+            for metric in COMPARED_METRICS
+            if all(fold["methods"][name][metric] is not None for fold in folds)
+        }
+        for name in folds[0]["methods"]
+    }
+    log.info(
+        "Walk-forward mean over %d folds: %s",
+        len(folds),
+        {name: round(values["mase"], 3) for name, values in mean.items()},
+    )
+    return {"folds": folds, "mean": mean}
+
+
+def plot_test_forecast(windows: Windows, split: Split, evaluation: dict, title: str, path) -> None:
+    """Actual closes of the test period against the model's next-day forecast and interval."""
+    test = windows.subset(split.test)
+    predicted = evaluation["predictions"][split.test][:, 0]
+    interval = evaluation["interval"]
+    lower = test.origin_close * np.exp(predicted + interval["lower_log_return"][0])
+    upper = test.origin_close * np.exp(predicted + interval["upper_log_return"][0])
+    # Forecast for day t+1 is drawn at the date of t+1's origin row, i.e. the next window.
+    dates = test.origin_dates[1:]
+    figure, axis = plt.subplots(figsize=(10, 4.5))
+    axis.plot(dates, test.origin_close[1:], color="black", linewidth=1.2, label="actual close")
+    axis.plot(
+        dates,
+        (test.origin_close * np.exp(predicted))[:-1],
+        color="tab:blue",
+        linewidth=1,
+        label="model, next day",
+    )
+    axis.fill_between(
+        dates,
+        lower[:-1],
+        upper[:-1],
+        color="tab:blue",
+        alpha=0.2,
+        label=f"{interval['coverage_target']:.0%} interval "
+        f"(test coverage {interval['test_coverage']:.0%})",
+    )
+    axis.set_title(f"{title}: test period, one-day-ahead forecasts")
+    axis.set_ylabel("price")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    save_figure(figure, path)
+
+
+if __name__ == "__main__":
+    run_training_cli(main, StockConfig)
