@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu test lint xor-mlp tensorboard clean
+.PHONY: help install install-gpu test lint xor-mlp stock-lstm stock-lstm-forecast tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -34,6 +34,12 @@ lint: $(INSTALLED) ## Check style and common bugs with ruff
 
 xor-mlp: $(INSTALLED) ## Train the XOR MLP (about 15 s on CPU); ARGS="--gate and" etc.
 	$(BIN)/python -m projects.xor_mlp.train $(ARGS)
+
+stock-lstm: $(INSTALLED) ## Train the stock forecaster on bundled AAPL (~30 s); ARGS="--ticker NVDA" etc.
+	$(BIN)/python -m projects.stock_lstm.train $(ARGS)
+
+stock-lstm-forecast: $(INSTALLED) ## Forecast the next days with the latest stock run; ARGS="--days 10"
+	$(BIN)/python -m projects.stock_lstm.forecast --run-dir runs/stock_lstm/latest $(ARGS)
 
 tensorboard: $(INSTALLED) ## Serve TensorBoard for everything under runs/
 	$(BIN)/tensorboard --logdir runs $(ARGS)

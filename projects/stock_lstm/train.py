@@ -75,7 +75,7 @@ def fit_forecaster(
     callbacks: list[keras.callbacks.Callback],
     verbose: int,
 ) -> keras.Model:
-    """Build the network in the strategy's scope and train it; returns the best-validation weights."""
+    """Build the network in the strategy's scope, train it, keep the best-validation weights."""
     mean, variance = normalisation_stats(windows, split.train)
     with strategy.scope():
         model = build_forecaster(

@@ -1,0 +1,217 @@
+"""Forecast the next trading days with a trained run, with prediction intervals.
+
+    python -m projects.stock_lstm.forecast --run-dir runs/stock_lstm/latest --days 5
+    python -m projects.stock_lstm.forecast --days 10 --ticker MSFT     # another ticker
+    python -m projects.stock_lstm.forecast --days 5 --csv prices.csv  # your own file
+
+Prints one row per future trading day (weekdays; exchange holidays are not
+known here) with the forecast close and its interval, and saves a plot in the
+run's ``plots/`` folder. Online it uses the latest Yahoo Finance prices;
+offline it starts after the last bundled day (2023-12-29) and says so.
+
+Days beyond the model's ``--horizon`` are forecast recursively: each predicted
+return is fed back as the newest input day (the other features at their
+training mean), and the interval widens with the square root of the steps
+beyond the horizon, assuming independent daily errors. Expect it to be
+optimistic far out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from projects.stock_lstm.data import compute_features
+from shared.cli import exit_on_user_error, setup_logging
+from shared.errors import UserError
+from shared.plots import save_figure
+from shared.prices import load_prices, read_price_csv
+from shared.runs import load_run
+
+log = logging.getLogger("stock_lstm")
+
+
+class ForecastError(UserError):
+    """The forecast cannot be made as asked."""
+
+
+def recursive_forecast(
+    model, feature_window: np.ndarray, feature_mean: np.ndarray, horizon: int, days: int
+) -> np.ndarray:
+    """Cumulative log returns for the next ``days`` days from the last input window."""
+    window = feature_window.astype(np.float32).copy()
+    cumulative, total = [], 0.0
+    while len(cumulative) < days:
+        predicted = model.predict(window[None], verbose=0)[0].astype(np.float64)
+        daily = np.diff(np.concatenate([[0.0], predicted]))
+        for step_return in daily[: days - len(cumulative)]:
+            total += step_return
+            cumulative.append(total)
+            new_day = feature_mean.astype(np.float32).copy()
+            new_day[0] = step_return
+            window = np.vstack([window[1:], new_day])
+    return np.array(cumulative)
+
+
+def interval_for_steps(lower: Sequence[float], upper: Sequence[float], days: int):
+    """Per-step log-return offsets; beyond the horizon, the last one times sqrt(step/horizon)."""
+    horizon = len(lower)
+    steps = np.arange(1, days + 1)
+    scale = np.sqrt(np.maximum(steps / horizon, 1.0))
+    index = np.minimum(steps, horizon) - 1
+    return np.asarray(lower)[index] * scale, np.asarray(upper)[index] * scale
+
+
+def latest_prices(config: dict, ticker: str | None, csv: str | None, cache_dir: str | None):
+    """The price history to forecast from, and its name."""
+    if csv:
+        return read_price_csv(csv), csv
+    ticker = ticker or config.get("ticker")
+    if config.get("csv") and not ticker:
+        raise ForecastError("this run was trained on a CSV file: pass --csv PATH or --ticker.")
+    tomorrow = dt.date.today() + dt.timedelta(days=1)
+    return load_prices(ticker, config["start"], f"{tomorrow:%Y-%m-%d}", cache_dir), ticker
+
+
+@dataclasses.dataclass
+class Forecast:
+    """A forecast table (date index; forecast, lower, upper) and what it came from."""
+
+    table: pd.DataFrame
+    history: pd.Series
+    name: str
+    coverage: float
+
+
+def forecast(
+    run_dir: str,
+    days: int,
+    ticker: str | None = None,
+    csv: str | None = None,
+    cache_dir: str | None = None,
+) -> Forecast:
+    """Forecast ``days`` trading days after the latest price of the run's (or a given) series."""
+    if days < 1:
+        raise ForecastError(f"--days must be at least 1, got {days}.")
+    run = load_run(run_dir)
+    config, metrics = run.config, run.metrics
+    prices, name = latest_prices(config, ticker, csv, cache_dir or config.get("cache_dir"))
+    features = compute_features(prices)
+    if list(features.columns) != metrics["features"]:
+        raise ForecastError(
+            f"the model was trained on features {metrics['features']}, but {name} gives "
+            f"{list(features.columns)}: it lacks the columns they come from (High/Low, Volume)."
+        )
+    window = config["window"]
+    if len(features) < window:
+        raise ForecastError(
+            f"{name} has {len(prices)} days; the model needs at least {window + 1}."
+        )
+    last_date = prices.index[-1]
+    age = (pd.Timestamp(dt.date.today()) - last_date).days
+    if age > 7:
+        log.warning(
+            "The latest price of %s is from %s, %d days ago: forecasting from there.",
+            name,
+            f"{last_date:%Y-%m-%d}",
+            age,
+        )
+    cumulative = recursive_forecast(
+        run.model,
+        features.to_numpy()[-window:],
+        np.asarray(metrics["feature_mean"]),
+        config["horizon"],
+        days,
+    )
+    interval = metrics["interval"]
+    lower, upper = interval_for_steps(
+        interval["lower_log_return"], interval["upper_log_return"], days
+    )
+    last_close = float(prices["Close"].iloc[-1])
+    dates = pd.bdate_range(last_date + pd.offsets.BDay(1), periods=days, name="Date")
+    table = pd.DataFrame(
+        {
+            "forecast": last_close * np.exp(cumulative),
+            "lower": last_close * np.exp(cumulative + lower),
+            "upper": last_close * np.exp(cumulative + upper),
+        },
+        index=dates,
+    )
+    return Forecast(table, prices["Close"], name, float(interval["coverage_target"]))
+
+
+def plot_forecast(result: Forecast, path) -> None:
+    """The last 120 closes, then the forecast with its interval."""
+    table, name = result.table, result.name
+    recent = result.history.iloc[-120:]
+    figure, axis = plt.subplots(figsize=(10, 4.5))
+    axis.plot(recent.index, recent.values, color="black", linewidth=1.2, label="close")
+    joined_dates = [recent.index[-1], *table.index]
+    axis.plot(
+        joined_dates,
+        [recent.iloc[-1], *table["forecast"]],
+        color="tab:blue",
+        marker="o",
+        markersize=3,
+        label="forecast",
+    )
+    axis.fill_between(
+        table.index,
+        table["lower"],
+        table["upper"],
+        color="tab:blue",
+        alpha=0.2,
+        label=f"{result.coverage:.0%} interval",
+    )
+    axis.set_title(f"{name}: forecast of the next {len(table)} trading days")
+    axis.set_ylabel("price")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    save_figure(figure, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Forecast the next trading days with a trained run."
+    )
+    parser.add_argument(
+        "--run-dir", default="runs/stock_lstm/latest", help="Run directory (default: %(default)s)."
+    )
+    parser.add_argument(
+        "--days", type=int, default=5, help="Trading days to forecast (default: 5)."
+    )
+    parser.add_argument("--ticker", help="Forecast this ticker (default: the run's).")
+    parser.add_argument("--csv", help="Forecast from this CSV (Date, Close, ...).")
+    parser.add_argument("--cache-dir", help="Price cache folder (default: the run's).")
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    result = exit_on_user_error(
+        lambda: forecast(args.run_dir, args.days, args.ticker, args.csv, args.cache_dir)
+    )
+    path = Path(args.run_dir) / "plots" / f"forecast_{Path(result.name).stem}.png"
+    plot_forecast(result, path)
+    history = result.history
+    print(f"{result.name}: last close {history.iloc[-1]:.2f} on {history.index[-1]:%Y-%m-%d}")
+    print(
+        f"{'date':<12}{'forecast':>10}{'lower':>10}{'upper':>10}   ({result.coverage:.0%} interval)"
+    )
+    for date, row in result.table.iterrows():
+        print(
+            f"{date:%Y-%m-%d}  {row['forecast']:>10.2f}{row['lower']:>10.2f}{row['upper']:>10.2f}"
+        )
+    print(f"Plot: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
