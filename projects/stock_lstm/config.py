@@ -40,5 +40,9 @@ class StockConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.val_fraction + self.test_fraction >= 0.9:
-            raise ConfigError("--val-fraction plus --test-fraction must leave 10% for training.")
+        test_periods = max(self.walk_forward, 1)
+        if self.val_fraction + test_periods * self.test_fraction >= 0.9:
+            raise ConfigError(
+                "--val-fraction plus --test-fraction (times --walk-forward periods) must "
+                "leave 10% of the windows for training; lower --test-fraction or --walk-forward."
+            )

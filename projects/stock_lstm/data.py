@@ -156,7 +156,8 @@ def minimum_days(config: StockConfig) -> int:
     """The fewest price rows that ``config``'s window, horizon, splits and folds need."""
     folds = max(config.walk_forward, 1)
     days = config.window + config.horizon + 1
-    while True:
+    # StockConfig guarantees the fractions leave room, so this ends (within a few thousand).
+    while days < 10**6:
         count = days - config.window - config.horizon
         try:
             test_size = round(count * config.test_fraction)
@@ -170,6 +171,7 @@ def minimum_days(config: StockConfig) -> int:
             return days
         except PriceDataError:
             days += 1
+    raise PriceDataError("no series length satisfies these window, horizon and split settings.")
 
 
 def check_length(prices: pd.DataFrame, config: StockConfig, source: str) -> None:

@@ -26,6 +26,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import keras
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -51,7 +52,9 @@ def recursive_forecast(
     window = feature_window.astype(np.float32).copy()
     cumulative, total = [], 0.0
     while len(cumulative) < days:
-        predicted = model.predict(window[None], verbose=0)[0].astype(np.float64)
+        # A direct call: model.predict would set up a new prediction loop for each step.
+        predicted = keras.ops.convert_to_numpy(model(window[None], training=False))[0]
+        predicted = predicted.astype(np.float64)
         daily = np.diff(np.concatenate([[0.0], predicted]))
         for step_return in daily[: days - len(cumulative)]:
             total += step_return
@@ -75,9 +78,9 @@ def latest_prices(config: dict, ticker: str | None, csv: str | None, cache_dir: 
     """The price history to forecast from, and its name."""
     if csv:
         return read_price_csv(csv), csv
-    ticker = ticker or config.get("ticker")
     if config.get("csv") and not ticker:
         raise ForecastError("this run was trained on a CSV file: pass --csv PATH or --ticker.")
+    ticker = ticker or config["ticker"]
     tomorrow = dt.date.today() + dt.timedelta(days=1)
     return load_prices(ticker, config["start"], f"{tomorrow:%Y-%m-%d}", cache_dir), ticker
 

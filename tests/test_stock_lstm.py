@@ -1,0 +1,309 @@
+"""Stock project: windows, no look-ahead, baselines and metrics, NumPy cells, CLI round trip."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from projects.stock_lstm import numpy_cells
+from projects.stock_lstm.config import StockConfig
+from projects.stock_lstm.data import (
+    check_length,
+    compute_features,
+    make_windows,
+    minimum_days,
+    normalisation_stats,
+    split_windows,
+)
+from projects.stock_lstm.evaluate import forecast_metrics, interval_offsets
+from projects.stock_lstm.forecast import ForecastError, forecast, interval_for_steps
+from projects.stock_lstm.train import main as train_stock
+from shared.config import ConfigError
+from shared.prices import BUNDLED_DIR, PriceDataError, read_price_csv
+from tests.helpers import REPO_ROOT, run_module
+
+QUICK = dict(epochs=2, window=20, units=8, start="2021-01-01", patience=2)
+
+
+@pytest.fixture(scope="module")
+def aapl() -> pd.DataFrame:
+    return read_price_csv(BUNDLED_DIR / "AAPL.csv")
+
+
+def test_features_are_stationary_and_aligned(aapl):
+    features = compute_features(aapl)
+    assert list(features.columns) == ["log_return", "log_range", "log_volume_change"]
+    assert len(features) == len(aapl) - 1
+    assert features.index[0] == aapl.index[1]
+    expected = np.log(aapl["Close"].iloc[5] / aapl["Close"].iloc[4])
+    assert features["log_return"].iloc[4] == pytest.approx(expected)
+    assert compute_features(aapl[["Close"]]).columns.tolist() == ["log_return"]
+
+
+@pytest.mark.parametrize("horizon", [1, 5])
+def test_window_shapes_and_targets(aapl, horizon):
+    prices = aapl.iloc[:300]
+    features = compute_features(prices)
+    windows = make_windows(prices, features, window=30, horizon=horizon)
+    count = 300 - 30 - horizon
+    assert windows.inputs.shape == (count, 30, 3)
+    assert windows.targets.shape == (count, horizon)
+    close = prices["Close"].to_numpy()
+    i = 17
+    origin = windows.origin_rows[i]
+    assert windows.origin_close[i] == close[origin]
+    # The window ends with the origin day's own return: nothing after day t.
+    assert windows.inputs[i, -1, 0] == pytest.approx(np.log(close[origin] / close[origin - 1]))
+    np.testing.assert_allclose(
+        windows.targets[i],
+        np.log(close[origin + 1 : origin + 1 + horizon] / close[origin]),
+        rtol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("horizon", [1, 3, 10])
+def test_splits_are_chronological_without_look_ahead(aapl, horizon):
+    features = compute_features(aapl)
+    windows = make_windows(aapl, features, window=60, horizon=horizon)
+    split = split_windows(len(windows), horizon, 0.15, 0.15)
+    rows = windows.origin_rows
+    last_train_target = rows[split.train.stop - 1] + horizon
+    first_val_target = rows[split.val.start] + 1
+    last_val_target = rows[split.val.stop - 1] + horizon
+    first_test_target = rows[split.test.start] + 1
+    assert last_train_target < first_val_target
+    assert last_val_target < first_test_target
+    assert split.test.stop == len(windows)
+    assert split.train.stop <= split.val.start <= split.val.stop <= split.test.start
+
+
+def test_normalisation_uses_training_days_only(aapl):
+    features = compute_features(aapl)
+    windows = make_windows(aapl, features, window=60, horizon=1)
+    split = split_windows(len(windows), 1, 0.15, 0.15)
+    mean, variance = normalisation_stats(windows, split.train)
+    last_train_day = windows.origin_rows[split.train.stop - 1]  # price row of the last input day
+    expected = features.iloc[:last_train_day].to_numpy()  # feature rows 0..last_train_day-1
+    np.testing.assert_allclose(mean, expected.mean(axis=0), rtol=1e-4)
+    np.testing.assert_allclose(variance, expected.var(axis=0), rtol=1e-3)
+    # Changing every later day leaves the statistics unchanged.
+    shocked = aapl.copy()
+    shocked.iloc[last_train_day + 1 :, :] *= 3.0
+    shocked_windows = make_windows(shocked, compute_features(shocked), window=60, horizon=1)
+    np.testing.assert_array_equal(normalisation_stats(shocked_windows, split.train)[0], mean)
+
+
+def test_too_short_series_fail_with_the_minimum_length(aapl):
+    config = StockConfig(window=60, horizon=5)
+    needed = minimum_days(config)
+    check_length(aapl.iloc[:needed], config, "AAPL")  # exactly enough
+    features = compute_features(aapl.iloc[:needed])
+    windows = make_windows(aapl.iloc[:needed], features, 60, 5)
+    split_windows(len(windows), 5, config.val_fraction, config.test_fraction)
+    with pytest.raises(PriceDataError, match=f"has {needed - 1} days.*need at least {needed}"):
+        check_length(aapl.iloc[: needed - 1], config, "AAPL")
+    more_folds = StockConfig(window=60, horizon=5, walk_forward=4)
+    assert minimum_days(more_folds) > needed
+
+
+def test_invalid_stock_settings_are_rejected():
+    with pytest.raises(ConfigError, match="--cell 'rnn' is not valid"):
+        StockConfig(cell="rnn")
+    with pytest.raises(ConfigError, match="leave 10% of the windows for training"):
+        StockConfig(val_fraction=0.5, test_fraction=0.45)
+    with pytest.raises(ConfigError, match="leave 10% of the windows for training"):
+        StockConfig(walk_forward=6)
+    with pytest.raises(ConfigError, match="--dropout must be at most 0.9"):
+        StockConfig(dropout=1.0)
+
+
+def test_metrics_on_a_hand_made_example(aapl):
+    features = compute_features(aapl.iloc[:100])
+    windows = make_windows(aapl.iloc[:100], features, window=10, horizon=1).subset(slice(0, 40))
+    naive = forecast_metrics(np.zeros_like(windows.targets), windows)
+    errors = windows.future_close[:, 0] - windows.origin_close
+    assert naive["mae"] == pytest.approx(np.mean(np.abs(errors)))
+    assert naive["rmse"] == pytest.approx(np.sqrt(np.mean(errors**2)))
+    assert naive["directional_accuracy"] is None  # "no change" has no direction
+    perfect = forecast_metrics(windows.targets.astype(np.float64), windows, naive["mae"])
+    assert perfect["mae"] == pytest.approx(0, abs=1e-4) and perfect["mase"] < 1e-4
+    assert perfect["directional_accuracy"] == 1.0
+    assert perfect["direction_p_value"] < 1e-6  # 40 of 40 is no coin flip
+    wrong = forecast_metrics(-windows.targets.astype(np.float64), windows, naive["mae"])
+    assert wrong["directional_accuracy"] == 0.0
+
+
+def test_interval_offsets_hold_their_coverage_on_the_data_they_came_from():
+    rng = np.random.default_rng(0)
+    targets = rng.normal(size=(1000, 2))
+    predictions = np.zeros_like(targets)
+    lower, upper = interval_offsets(predictions, targets, 0.8)
+    inside = ((targets >= lower) & (targets <= upper)).mean()
+    assert inside == pytest.approx(0.8, abs=0.01)
+    steps_lower, steps_upper = interval_for_steps(lower, upper, days=8)
+    assert steps_lower[1] == lower[1] and steps_upper[7] == pytest.approx(upper[1] * 2)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_numpy_simple_rnn_matches_keras(seed):
+    rng = np.random.default_rng(seed)
+    inputs = rng.normal(size=(4, 7, 3)).astype("float32")
+    layer = keras.layers.SimpleRNN(5)
+    expected = keras.ops.convert_to_numpy(layer(inputs))
+    ours = numpy_cells.simple_rnn(inputs.astype(np.float64), *layer.get_weights())
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_numpy_lstm_matches_keras(seed):
+    rng = np.random.default_rng(seed)
+    inputs = rng.normal(size=(4, 7, 3)).astype("float32")
+    layer = keras.layers.LSTM(6)
+    layer.build(inputs.shape)
+    kernel, recurrent, bias = layer.get_weights()
+    layer.set_weights([kernel, recurrent, rng.normal(size=bias.shape).astype("float32")])
+    expected = keras.ops.convert_to_numpy(layer(inputs))
+    ours = numpy_cells.lstm(inputs.astype(np.float64), *layer.get_weights())
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+
+
+def test_quick_run_reports_every_method_and_interval(tmp_path):
+    metrics = train_stock(StockConfig(run_dir=str(tmp_path / "run"), **QUICK))
+    assert set(metrics["test"]) == {"model", "naive", "drift", "moving_average", "linear"}
+    for method in metrics["test"].values():
+        assert {"rmse", "mae", "mape", "mase", "directional_accuracy", "direction_p_value"} <= set(
+            method
+        )
+    assert metrics["test"]["naive"]["mase"] == 1.0
+    assert 0 <= metrics["interval"]["test_coverage"] <= 1
+    assert metrics["interval"]["coverage_target"] == 0.8
+    assert metrics["periods"]["train"]["last"] < metrics["periods"]["val"]["first"]
+    assert metrics["periods"]["val"]["last"] < metrics["periods"]["test"]["first"]
+    for png in ["test_forecast.png", "training_curves.png"]:
+        assert (tmp_path / "run" / "plots" / png).exists()
+
+
+def test_multi_step_horizon_and_walk_forward(tmp_path):
+    metrics = train_stock(
+        StockConfig(run_dir=str(tmp_path / "run"), horizon=3, walk_forward=2, **QUICK)
+    )
+    assert len(metrics["interval"]["lower_log_return"]) == 3
+    folds = metrics["walk_forward"]["folds"]
+    assert len(folds) == 2
+    assert folds[0]["test"]["last"] < folds[1]["test"]["first"]
+    assert folds[1]["methods"] == metrics["test"]
+    mean_rmse = np.mean([fold["methods"]["model"]["rmse"] for fold in folds])
+    assert metrics["walk_forward"]["mean"]["model"]["rmse"] == pytest.approx(mean_rmse)
+
+
+def test_training_on_a_user_csv_with_only_date_and_close(tmp_path, aapl):
+    path = tmp_path / "close_only.csv"
+    aapl.loc["2021-01-01":, ["Close"]].to_csv(path, index_label="Date")
+    run_dir = tmp_path / "run"
+    metrics = train_stock(StockConfig(run_dir=str(run_dir), csv=str(path), **QUICK))
+    assert metrics["features"] == ["log_return"]
+    assert metrics["source"] == str(path)
+    result = forecast(str(run_dir), days=3, csv=str(path))
+    assert len(result.table) == 3
+    with pytest.raises(ForecastError, match="trained on a CSV"):
+        forecast(str(run_dir), days=3)
+    full = tmp_path / "full.csv"
+    aapl.loc["2021-01-01":].to_csv(full, index_label="Date")
+    with pytest.raises(ForecastError, match="trained on features"):
+        forecast(str(run_dir), days=3, csv=str(full))
+
+
+def test_quick_train_then_forecast_in_fresh_processes(tmp_path):
+    run_dir = tmp_path / "run"
+    cache = tmp_path / "cache"
+    trained = run_module(
+        "projects.stock_lstm.train", "--quick", "--run-dir", str(run_dir), "--cache-dir", str(cache)
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert "RMSE" in trained.stderr and "naive" in trained.stderr
+    assert f"Run directory: {run_dir}" in trained.stderr
+
+    result = run_module("projects.stock_lstm.forecast", "--run-dir", str(run_dir), "--days", "4")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("AAPL: last close 192.53 on 2023-12-29")
+    rows = [line.split() for line in lines[2:6]]
+    assert [row[0] for row in rows] == ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]
+    for _, value, lower, upper in rows:
+        assert float(lower) < float(value) < float(upper)
+    assert (run_dir / "plots" / "forecast_AAPL.png").exists()
+
+    bad = run_module("projects.stock_lstm.forecast", "--run-dir", str(run_dir), "--days", "0")
+    assert bad.returncode == 2 and "--days must be at least 1" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_bad_input_to_the_training_cli_fails_cleanly(tmp_path):
+    result = run_module(
+        "projects.stock_lstm.train",
+        "--quick",
+        "--ticker",
+        "../../etc",
+        "--run-dir",
+        str(tmp_path / "a"),
+    )
+    assert result.returncode == 2 and "invalid ticker" in result.stderr
+    assert "Traceback" not in result.stderr
+    short = tmp_path / "short.csv"
+    short.write_text("Date,Close\n2020-01-02,1\n2020-01-03,2\n2020-01-06,3\n")
+    result = run_module(
+        "projects.stock_lstm.train", "--csv", str(short), "--run-dir", str(tmp_path / "b")
+    )
+    assert result.returncode == 2 and "need at least" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def history_epochs(path) -> list[int]:
+    if not path.exists():
+        return []
+    with open(path) as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+def test_killed_run_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "projects.stock_lstm.train",
+        "--run-dir",
+        str(run_dir),
+        "--epochs",
+        "6",
+        "--patience",
+        "6",
+        "--units",
+        "96",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 180
+    while not history_epochs(run_dir / "history.csv") and time.monotonic() < deadline:
+        assert process.poll() is None, "training ended before it could be killed"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 1 <= len(history_epochs(run_dir / "history.csv")) < 6
+
+    resumed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming the interrupted run" in resumed.stderr
+    assert history_epochs(run_dir / "history.csv") == list(range(6))
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["model"]["rmse"] > 0
