@@ -307,3 +307,14 @@ def test_killed_run_resumes(tmp_path):
     assert "Resuming the interrupted run" in resumed.stderr
     assert history_epochs(run_dir / "history.csv") == list(range(6))
     assert json.loads((run_dir / "metrics.json").read_text())["test"]["model"]["rmse"] > 0
+
+
+@pytest.mark.parametrize("cell", ["simplernn", "gru"])
+def test_other_cells_stacked_with_dropout(cell, tmp_path):
+    config = StockConfig(run_dir=str(tmp_path / cell), cell=cell, layers=2, dropout=0.2, **QUICK)
+    metrics = train_stock(config)
+    assert metrics["cell"] == cell
+    model = keras.saving.load_model(tmp_path / cell / "model.keras")
+    recurrent = [layer.name for layer in model.layers if layer.name.startswith(cell)]
+    assert recurrent == [f"{cell}_1", f"{cell}_2"]
+    assert any(isinstance(layer, keras.layers.Dropout) for layer in model.layers)
