@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -23,3 +26,27 @@ def run_module(
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         **kwargs,
     )
+
+
+def history_epochs(history_csv: Path) -> list[int]:
+    """Epoch numbers logged in a run's history.csv ([] before the first epoch ends)."""
+    if not history_csv.exists():
+        return []
+    with open(history_csv) as handle:
+        return [int(row["epoch"]) for row in csv.DictReader(handle)]
+
+
+def kill_after_first_epoch(module: str, args: list[str], run_dir: Path) -> None:
+    """Start ``python -m module args`` and SIGKILL it as soon as an epoch is logged."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 180
+    while not history_epochs(run_dir / "history.csv") and time.monotonic() < deadline:
+        assert process.poll() is None, "training ended before it could be killed"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()

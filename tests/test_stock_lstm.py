@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import keras
 import numpy as np
@@ -29,7 +24,7 @@ from projects.stock_lstm.forecast import ForecastError, forecast, interval_for_s
 from projects.stock_lstm.train import main as train_stock
 from shared.config import ConfigError
 from shared.prices import BUNDLED_DIR, PriceDataError, read_price_csv
-from tests.helpers import REPO_ROOT, run_module
+from tests.helpers import history_epochs, kill_after_first_epoch, run_module
 
 QUICK = dict(epochs=2, window=20, units=8, start="2021-01-01", patience=2)
 
@@ -267,19 +262,9 @@ def test_bad_input_to_the_training_cli_fails_cleanly(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def history_epochs(path) -> list[int]:
-    if not path.exists():
-        return []
-    with open(path) as handle:
-        return [int(row["epoch"]) for row in csv.DictReader(handle)]
-
-
 def test_killed_run_resumes(tmp_path):
     run_dir = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "projects.stock_lstm.train",
+    args = [
         "--run-dir",
         str(run_dir),
         "--epochs",
@@ -291,18 +276,10 @@ def test_killed_run_resumes(tmp_path):
         "--cache-dir",
         str(tmp_path / "cache"),
     ]
-    process = subprocess.Popen(
-        command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 180
-    while not history_epochs(run_dir / "history.csv") and time.monotonic() < deadline:
-        assert process.poll() is None, "training ended before it could be killed"
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    kill_after_first_epoch("projects.stock_lstm.train", args, run_dir)
     assert 1 <= len(history_epochs(run_dir / "history.csv")) < 6
 
-    resumed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    resumed = run_module("projects.stock_lstm.train", *args)
     assert resumed.returncode == 0, resumed.stderr
     assert "Resuming the interrupted run" in resumed.stderr
     assert history_epochs(run_dir / "history.csv") == list(range(6))

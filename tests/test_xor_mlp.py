@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import io
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -22,7 +18,7 @@ from projects.xor_mlp.data import truth_table
 from projects.xor_mlp.predict import InputError, parse_bits
 from projects.xor_mlp.predict import main as predict_main
 from projects.xor_mlp.train import main as train_xor
-from tests.helpers import REPO_ROOT, run_module
+from tests.helpers import REPO_ROOT, history_epochs, kill_after_first_epoch, run_module
 
 QUICK = dict(epochs=3, repeats=16, numpy_epochs=50)
 
@@ -163,47 +159,16 @@ def test_train_cli_rejects_bad_flags_before_training(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def history_epochs(path) -> list[int]:
-    if not path.exists():
-        return []
-    with open(path) as handle:
-        return [int(row["epoch"]) for row in csv.DictReader(handle)]
-
-
 def test_killed_run_resumes_and_logs_every_epoch_once(tmp_path):
     run_dir = tmp_path / "run"
     # ~750 steps per epoch, so the kill lands inside epoch 2 or 3, not after the end.
-    command = [
-        sys.executable,
-        "-m",
-        "projects.xor_mlp.train",
-        "--run-dir",
-        str(run_dir),
-        "--epochs",
-        "4",
-        "--repeats",
-        "3000",
-        "--numpy-epochs",
-        "10",
-    ]
-    process = subprocess.Popen(
-        command,
-        cwd=REPO_ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ},
-    )
-    deadline = time.monotonic() + 180
-    while not history_epochs(run_dir / "history.csv") and time.monotonic() < deadline:
-        assert process.poll() is None, "training ended before it could be killed"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    args = ["--run-dir", str(run_dir), "--epochs", "4", "--repeats", "3000", "--numpy-epochs", "10"]
+    kill_after_first_epoch("projects.xor_mlp.train", args, run_dir)
     logged_before = history_epochs(run_dir / "history.csv")
     assert 1 <= len(logged_before) < 4
     assert (run_dir / "backup").exists() and not (run_dir / "metrics.json").exists()
 
-    resumed = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    resumed = run_module("projects.xor_mlp.train", *args)
     assert resumed.returncode == 0, resumed.stderr
     assert "Resuming the interrupted run" in resumed.stderr
     assert "Epoch 1/4" not in resumed.stdout  # it did not start over
