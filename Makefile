@@ -12,7 +12,7 @@ ARGS ?=
 
 help: ## List the targets
 	@grep -E '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | \
-		awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+		awk -F':.*## ' '{printf "  make %-20s %s\n", $$1, $$2}'
 
 $(INSTALLED): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,17 +25,17 @@ install: $(INSTALLED) ## Create .venv and install requirements.txt (CPU)
 install-gpu: $(INSTALLED) ## Also install TensorFlow's CUDA libraries (NVIDIA GPUs, Linux)
 	$(BIN)/pip install --quiet "tensorflow[and-cuda]==2.21.*"
 
-test: lint ## Run the linter and the test suite (about 5 minutes on 2 cores)
+test: lint ## Run the linter and the test suite (about 4 minutes on 2 cores)
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: $(INSTALLED) ## Check style and common bugs with ruff
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-xor-mlp: $(INSTALLED) ## Train the XOR MLP (about 15 s on CPU); ARGS="--gate and" etc.
+xor-mlp: $(INSTALLED) ## Train the XOR MLP (about 10 s on CPU); ARGS="--gate and" etc.
 	$(BIN)/python -m projects.xor_mlp.train $(ARGS)
 
-stock-lstm: $(INSTALLED) ## Train the stock forecaster on bundled AAPL (~30 s); ARGS="--ticker NVDA" etc.
+stock-lstm: $(INSTALLED) ## Train the stock forecaster on bundled AAPL (about 20 s); ARGS="--ticker NVDA" etc.
 	$(BIN)/python -m projects.stock_lstm.train $(ARGS)
 
 stock-lstm-forecast: $(INSTALLED) ## Forecast the next days with the latest stock run; ARGS="--days 10"
