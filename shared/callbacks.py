@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras
@@ -145,6 +146,7 @@ def standard_callbacks(
     examples_per_epoch: int,
     monitor: str = "val_loss",
     mode: str = "min",
+    log_extras: Sequence[keras.callbacks.Callback] = (),
 ) -> list[keras.callbacks.Callback]:
     """The standard callbacks for a run directory, in the order they must run.
 
@@ -153,6 +155,8 @@ def standard_callbacks(
         examples_per_epoch: Training examples per epoch, for the throughput log.
         monitor: Metric that decides the best model.
         mode: ``min`` or ``max`` for ``monitor``.
+        log_extras: Project callbacks that add values to the epoch logs; they run
+            before the checkpoint and the loggers, so those see the values.
 
     Returns:
         Callbacks to pass to ``model.fit``. The model must be built first
@@ -161,6 +165,7 @@ def standard_callbacks(
     run_dir = Path(run_dir)
     return [
         EpochTimer(examples_per_epoch),
+        *log_extras,
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
         BestModelCheckpoint(run_dir / "best.keras", monitor=monitor, mode=mode),
         ResumableCSVLogger(run_dir / "history.csv"),

@@ -1,0 +1,44 @@
+"""Settings of the Shakespeare character-level project (every field is a command-line flag)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.config import TrainConfig, option
+
+CELLS = ("gru", "lstm", "simplernn")
+
+
+@dataclass(frozen=True)
+class ShakespeareConfig(TrainConfig):
+    """Train a character-level recurrent language model and sample text from it."""
+
+    QUICK = {
+        "epochs": 1,
+        "units": 32,
+        "embedding_dim": 16,
+        "seq_length": 50,
+        "steps_per_epoch": 20,
+        "sample_length": 40,
+    }
+
+    epochs: int = option(
+        25, "Epochs; one epoch sees about every training character once.", minimum=1
+    )
+    batch_size: int = option(64, "Global batch size (sequences per step).", minimum=1)
+    text: str = option("", "Train on this UTF-8 text file (default: bundled tiny-shakespeare).")
+    seq_length: int = option(100, "Characters per training window (truncated BPTT).", minimum=2)
+    embedding_dim: int = option(128, "Size of each character's embedding vector.", minimum=1)
+    cell: str = option("gru", "Recurrent cell.", choices=CELLS)
+    units: int = option(512, "Units per recurrent layer.", minimum=1)
+    layers: int = option(1, "Stacked recurrent layers.", minimum=1)
+    dropout: float = option(0.2, "Dropout after each recurrent layer.", minimum=0.0, maximum=0.9)
+    learning_rate: float = option(2e-3, "Adam learning rate.", minimum=0.0, exclusive_minimum=True)
+    steps_per_epoch: int = option(
+        0, "Training steps per epoch (0: training characters / (batch * seq-length)).", minimum=0
+    )
+    sample_prompt: str = option("ROMEO:", "Prompt of the sample printed after each epoch.")
+    sample_length: int = option(200, "Characters sampled after each epoch.", minimum=0)
+    sample_temperature: float = option(
+        0.8, "Temperature of the per-epoch sample.", minimum=0.0, exclusive_minimum=True
+    )

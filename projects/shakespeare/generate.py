@@ -1,0 +1,174 @@
+"""Generate text from a trained run, streaming each character as it is sampled.
+
+    python -m projects.shakespeare.generate --run-dir runs/shakespeare/latest \\
+        --prompt "ROMEO:" --length 500 --temperature 0.8 [--top-k 20] [--seed 1]
+
+The prompt is read once; after that each new character is fed alone, with the
+recurrent states carried forward (`model.step_model`), so every step costs the
+same however long the text grows. The same ``--seed`` gives the same text.
+
+From Python: ``generate("runs/shakespeare/latest", "ROMEO:", length=200)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from projects.shakespeare.model import step_model, vocabulary_of
+from shared.cli import exit_on_user_error, setup_logging
+from shared.errors import UserError
+from shared.runs import load_run
+
+
+class GenerationError(UserError):
+    """Generation was asked for with invalid settings."""
+
+
+def check_settings(prompt: str, length: int, temperature: float, top_k: int | None) -> None:
+    """Raise `GenerationError` for a setting no generator can honour."""
+    if not prompt:
+        raise GenerationError("--prompt must contain at least one character.")
+    if length < 0:
+        raise GenerationError(f"--length must be 0 or more, got {length}.")
+    if not temperature > 0:
+        raise GenerationError(f"--temperature must be greater than 0, got {temperature}.")
+    if top_k is not None and top_k < 1:
+        raise GenerationError(f"--top-k must be at least 1, got {top_k}.")
+
+
+class Generator:
+    """Stateful next-character sampler around a trained character model."""
+
+    def __init__(self, model: keras.Model):
+        self.vocabulary = vocabulary_of(model)  # index 0: the unknown token
+        self.index = {char: i for i, char in enumerate(self.vocabulary) if i > 0}
+        self.step = step_model(model)
+        self._call = tf.function(
+            lambda inputs: self.step(inputs, training=False), reduce_retracing=True
+        )
+        self.zero_states = [
+            np.zeros((1, int(tensor.shape[-1])), dtype=np.float32)
+            for tensor in self.step.inputs[1:]
+        ]
+
+    def encode(self, text: str) -> np.ndarray:
+        """Ids of ``text``; characters outside the vocabulary raise `GenerationError`."""
+        unknown = sorted({char for char in text if char not in self.index})
+        if unknown:
+            raise GenerationError(
+                "the prompt has characters the model never saw in training: "
+                + ", ".join(repr(char) for char in unknown)
+            )
+        return np.array([[self.index[char] for char in text]], dtype=np.int32)
+
+    def advance(self, ids: np.ndarray, states: list) -> tuple[np.ndarray, list]:
+        """Feed ``ids`` (1, n) from ``states``; return the last position's logits and new states."""
+        logits, *states = self._call([tf.constant(ids), *states])
+        return logits.numpy()[0, -1].astype(np.float64), states
+
+    def sample(
+        self, logits: np.ndarray, temperature: float, top_k: int | None, rng: np.random.Generator
+    ) -> int:
+        """Draw one id from softmax(logits / temperature), never the unknown token."""
+        scaled = logits / temperature
+        scaled[0] = -np.inf
+        if top_k is not None and top_k < len(scaled) - 1:
+            cutoff = np.partition(scaled, -top_k)[-top_k]
+            scaled[scaled < cutoff] = -np.inf
+        probabilities = np.exp(scaled - scaled.max())
+        probabilities /= probabilities.sum()
+        return int(rng.choice(len(probabilities), p=probabilities))
+
+    def generate(
+        self,
+        prompt: str,
+        length: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int | None = None,
+        on_character: Callable[[str], None] | None = None,
+    ) -> str:
+        """``length`` new characters after ``prompt`` (the prompt is not repeated)."""
+        check_settings(prompt, length, temperature, top_k)
+        rng = np.random.default_rng(seed)
+        logits, states = self.advance(self.encode(prompt), self.zero_states)
+        produced = []
+        for _ in range(length):
+            next_id = self.sample(logits, temperature, top_k, rng)
+            char = self.vocabulary[next_id]
+            produced.append(char)
+            if on_character is not None:
+                on_character(char)
+            logits, states = self.advance(np.array([[next_id]], dtype=np.int32), states)
+        return "".join(produced)
+
+
+def generate(
+    run_dir_or_model: str | keras.Model,
+    prompt: str,
+    length: int = 500,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    seed: int | None = None,
+    on_character: Callable[[str], None] | None = None,
+) -> str:
+    """Sample ``length`` characters after ``prompt`` from a run directory or a model.
+
+    Args:
+        run_dir_or_model: A run directory (its ``model.keras``) or a loaded model.
+        prompt: Starting text; every character must be in the model's vocabulary.
+        length: Characters to produce (0 or more).
+        temperature: > 0; below 1 is more conservative, above 1 more varied.
+        top_k: Sample only among the ``top_k`` likeliest characters (None: all).
+        seed: Same seed, same text.
+        on_character: Called with each character as it is produced (streaming).
+
+    Returns:
+        The generated text, without the prompt.
+    """
+    check_settings(prompt, length, temperature, top_k)
+    model = run_dir_or_model
+    if not isinstance(model, keras.Model):
+        model = load_run(model).model
+    return Generator(model).generate(prompt, length, temperature, top_k, seed, on_character)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Generate text with a trained character model.")
+    parser.add_argument(
+        "--run-dir", default="runs/shakespeare/latest", help="Run directory (default: %(default)s)."
+    )
+    parser.add_argument("--prompt", default="ROMEO:", help="Starting text (default: %(default)s).")
+    parser.add_argument("--length", type=int, default=500, help="Characters to generate.")
+    parser.add_argument("--temperature", type=float, default=0.8, help="> 0 (default: 0.8).")
+    parser.add_argument("--top-k", type=int, default=None, help="Sample among the k likeliest.")
+    parser.add_argument("--seed", type=int, default=None, help="Seed for repeatable text.")
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    def stream(char: str) -> None:
+        sys.stdout.write(char)
+        sys.stdout.flush()
+
+    def run() -> None:
+        check_settings(args.prompt, args.length, args.temperature, args.top_k)
+        generator = Generator(load_run(args.run_dir).model)
+        generator.encode(args.prompt)  # fail on unknown characters before printing anything
+        stream(args.prompt)
+        generator.generate(
+            args.prompt, args.length, args.temperature, args.top_k, args.seed, on_character=stream
+        )
+        stream("\n")
+
+    exit_on_user_error(run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
