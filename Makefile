@@ -8,7 +8,7 @@ INSTALLED := $(VENV)/.installed
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu test lint xor-mlp stock-lstm stock-lstm-forecast tensorboard clean
+.PHONY: help install install-gpu test lint xor-mlp stock-lstm stock-lstm-forecast shakespeare shakespeare-generate bench-shakespeare tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -40,6 +40,15 @@ stock-lstm: $(INSTALLED) ## Train the stock forecaster on bundled AAPL (about 20
 
 stock-lstm-forecast: $(INSTALLED) ## Forecast the next days with the latest stock run; ARGS="--days 10"
 	$(BIN)/python -m projects.stock_lstm.forecast --run-dir runs/stock_lstm/latest $(ARGS)
+
+shakespeare: $(INSTALLED) ## Train the Shakespeare character model (about 18 min on 2 CPU cores)
+	$(BIN)/python -m projects.shakespeare.train $(ARGS)
+
+shakespeare-generate: $(INSTALLED) ## Generate text with the latest Shakespeare run; ARGS="--length 1000"
+	$(BIN)/python -m projects.shakespeare.generate --run-dir runs/shakespeare/latest $(ARGS)
+
+bench-shakespeare: $(INSTALLED) ## Print training and generation speed of the Shakespeare models
+	$(BIN)/python -m projects.shakespeare.bench
 
 tensorboard: $(INSTALLED) ## Serve TensorBoard for everything under runs/
 	$(BIN)/tensorboard --logdir runs $(ARGS)

@@ -1,0 +1,260 @@
+"""Shakespeare project: data split and errors, vocabulary round trip, generator, resume."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from projects.shakespeare.config import ShakespeareConfig
+from projects.shakespeare.data import (
+    BUNDLED_TEXT,
+    TextDataError,
+    build_vocabulary,
+    encode,
+    load_text,
+    minimum_characters,
+    split_text,
+    training_dataset,
+    unigram_bits_per_character,
+    validation_dataset,
+)
+from projects.shakespeare.generate import GenerationError, Generator, generate
+from projects.shakespeare.model import LOGITS_LAYER, build_char_model
+from projects.shakespeare.train import main as train_shakespeare
+from shared.saving import load_model, save_model
+from tests.helpers import history_epochs, kill_after_first_epoch, run_module
+
+QUICK = ShakespeareConfig.QUICK
+
+
+def test_bundled_text_split_matches_published_results():
+    text = load_text(None, seq_length=100)
+    assert len(text) == 1_115_394
+    train, val = split_text(text)
+    assert (len(train), len(val)) == (1_003_854, 111_540)
+    assert train + val == text
+    assert len(build_vocabulary(train)) == 65
+
+
+def test_text_errors_are_clear(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(TextDataError, match="has 0 characters; --seq-length 100 needs at least"):
+        load_text(str(empty), seq_length=100)
+    short = tmp_path / "short.txt"
+    short.write_text("x" * (minimum_characters(50) - 1))
+    with pytest.raises(TextDataError, match=f"needs at least {minimum_characters(50)}"):
+        load_text(str(short), seq_length=50)
+    short.write_text("x" * minimum_characters(50))
+    assert len(load_text(str(short), seq_length=50)) == minimum_characters(50)
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("café ".encode("latin-1") * 1000)
+    with pytest.raises(TextDataError, match="is not UTF-8 text"):
+        load_text(str(latin1), seq_length=10)
+    with pytest.raises(TextDataError, match="no text file at"):
+        load_text(str(tmp_path / "absent.txt"), seq_length=10)
+
+
+def test_unigram_baseline():
+    assert unigram_bits_per_character("abcd" * 100, "abcd") == pytest.approx(2.0, abs=0.02)
+    assert unigram_bits_per_character("ab" * 100, "ab") < unigram_bits_per_character(
+        "abcd" * 100, "abcd"
+    )
+
+
+def small_model(vocabulary, cell="gru", layers=1):
+    return build_char_model(
+        vocabulary, embedding_dim=8, cell=cell, units=16, layers=layers, dropout=0.0
+    )
+
+
+def test_vocabulary_including_newline_survives_save_and_load(tmp_path):
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.\n\tTabs & ünïcödé!"
+    vocabulary = build_vocabulary(text)
+    assert "\n" in vocabulary and "\t" in vocabulary and " " in vocabulary
+    model = small_model(vocabulary)
+    save_model(model, tmp_path / "model.keras")
+    reloaded = load_model(tmp_path / "model.keras")
+    lookup = reloaded.get_layer("char_to_id")
+    assert lookup.get_vocabulary() == ["[UNK]", *vocabulary]
+    ids = lookup(tf.constant([list(vocabulary)])).numpy()[0]
+    np.testing.assert_array_equal(ids, np.arange(1, len(vocabulary) + 1))
+    np.testing.assert_array_equal(ids, encode("".join(vocabulary), vocabulary))
+    assert lookup(tf.constant([["\n"]])).numpy()[0, 0] == vocabulary.index("\n") + 1
+    assert lookup(tf.constant([["Z"]])).numpy()[0, 0] == 0  # unknown
+    sample = tf.constant([list("hear me\nspeak")])
+    np.testing.assert_allclose(model(sample), reloaded(sample), rtol=1e-6)
+
+
+def test_training_windows_are_next_character_pairs_at_random_offsets():
+    text = load_text(None, seq_length=20)[:5000]
+    vocabulary = build_vocabulary(text)
+    ids = encode(text, vocabulary)
+    batches = list(training_dataset(ids, vocabulary, 20, 8, seed=1).take(3))
+    lookup = keras.layers.StringLookup(vocabulary=vocabulary, mask_token=None, num_oov_indices=1)
+    firsts = set()
+    for characters, targets in batches:
+        assert characters.shape == (8, 20) and targets.shape == (8, 20)
+        input_ids = lookup(characters).numpy()
+        np.testing.assert_array_equal(input_ids[:, 1:], targets.numpy()[:, :-1])
+        firsts.update("".join(row) for row in characters.numpy().astype(str)[:, :5])
+    assert len(firsts) > 20  # 24 windows, nearly all from different offsets
+
+
+def test_validation_windows_cover_the_text_once():
+    text = load_text(None, seq_length=100)
+    _, val = split_text(text)
+    vocabulary = build_vocabulary(text)
+    ids = encode(val, vocabulary)
+    targets = np.concatenate(
+        [y.numpy().ravel() for _, y in validation_dataset(ids, vocabulary, 100, 64)]
+    )
+    assert len(targets) == (len(ids) - 1) // 100 * 100
+    np.testing.assert_array_equal(targets, ids[1 : len(targets) + 1])
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("shakespeare") / "run"
+    metrics = train_shakespeare(ShakespeareConfig(run_dir=str(run_dir), quick=True, **QUICK))
+    return run_dir, metrics
+
+
+def test_quick_run_reports_bits_per_character(trained_run):
+    run_dir, metrics = trained_run
+    validation = metrics["validation"]
+    assert validation["bits_per_char"] == pytest.approx(validation["nats_per_char"] / np.log(2))
+    assert validation["perplexity"] == pytest.approx(np.exp(validation["nats_per_char"]))
+    assert metrics["unigram_baseline"]["bits_per_char"] == pytest.approx(4.83, abs=0.01)
+    assert metrics["characters"] == {"total": 1_115_394, "train": 1_003_854, "validation": 111_540}
+    header = (run_dir / "history.csv").read_text().splitlines()[0].split(",")
+    assert {"val_loss", "val_bits_per_char", "val_perplexity", "bits_per_char"} <= set(header)
+    assert metrics["sample"].startswith("ROMEO:")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(temperature=0), "--temperature must be greater than 0"),
+        (dict(temperature=-1.0), "--temperature must be greater than 0"),
+        (dict(top_k=0), "--top-k must be at least 1"),
+        (dict(length=-1), "--length must be 0 or more"),
+        (dict(prompt=""), "--prompt must contain at least one character"),
+        (dict(prompt="ROMEO: 😀 ~ @"), r"never saw in training: '@', '~', '😀'"),
+    ],
+)
+def test_generator_argument_errors(trained_run, kwargs, message):
+    run_dir, _ = trained_run
+    arguments = dict(prompt="ROMEO:", length=10, temperature=1.0, top_k=None)
+    arguments.update(kwargs)
+    with pytest.raises(GenerationError, match=message):
+        generate(str(run_dir), **arguments)
+
+
+def test_same_seed_same_text_and_length_zero(trained_run):
+    run_dir, _ = trained_run
+    model = load_model(run_dir / "model.keras")
+    first = generate(model, "ROMEO:", length=80, temperature=1.0, seed=7)
+    assert len(first) == 80
+    assert generate(model, "ROMEO:", length=80, temperature=1.0, seed=7) == first
+    assert generate(model, "ROMEO:", length=80, temperature=1.0, seed=8) != first
+    assert generate(model, "ROMEO:", length=0) == ""
+    assert len(generate(model, "ROMEO:", length=30, top_k=1)) == 30
+
+
+def test_generator_never_emits_the_unknown_token(trained_run):
+    run_dir, _ = trained_run
+    model = load_model(run_dir / "model.keras")
+    kernel, bias = model.get_layer(LOGITS_LAYER).get_weights()
+    bias[0] = 50.0  # make the unknown token overwhelmingly likely
+    model.get_layer(LOGITS_LAYER).set_weights([kernel, bias])
+    text = generate(model, "ROMEO:", length=200, temperature=2.0, seed=0)
+    assert "[UNK]" not in text and len(text) == 200
+
+
+@pytest.mark.parametrize(("cell", "layers"), [("gru", 2), ("lstm", 2), ("simplernn", 1)])
+def test_stateful_steps_give_the_same_logits_as_full_recomputation(cell, layers):
+    text = "ROMEO:\nBut soft, what light through yonder window breaks?"
+    vocabulary = build_vocabulary(text)
+    keras.utils.set_random_seed(0)
+    model = small_model(vocabulary, cell=cell, layers=layers)
+    generator = Generator(model)
+    ids = generator.encode(text)
+    # One character at a time, carrying the states ...
+    states = generator.zero_states
+    stepped = []
+    for position in range(ids.shape[1]):
+        logits, states = generator.advance(ids[:, position : position + 1], states)
+        stepped.append(logits)
+    # ... equals running the whole prefix through the saved-model graph each time.
+    full = keras.ops.convert_to_numpy(model(tf.constant([list(text)])))[0]
+    np.testing.assert_allclose(np.array(stepped), full, rtol=1e-4, atol=1e-5)
+    # And a prompt fed at once continues from the same state.
+    half = len(text) // 2
+    logits, states = generator.advance(ids[:, :half], generator.zero_states)
+    np.testing.assert_allclose(logits, full[half - 1], rtol=1e-4, atol=1e-5)
+
+
+def test_quick_train_then_generate_in_fresh_processes(tmp_path):
+    run_dir = tmp_path / "run"
+    trained = run_module("projects.shakespeare.train", "--quick", "--run-dir", str(run_dir))
+    assert trained.returncode == 0, trained.stderr
+    assert "bits/char" in trained.stderr and "sample after epoch 1" in trained.stderr
+    result = run_module(
+        "projects.shakespeare.generate",
+        "--run-dir",
+        str(run_dir),
+        "--prompt",
+        "JULIET:",
+        "--length",
+        "60",
+        "--seed",
+        "3",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("JULIET:")
+    assert len(result.stdout) == len("JULIET:") + 60 + 1  # the text and a final newline
+    again = run_module(
+        "projects.shakespeare.generate",
+        "--run-dir",
+        str(run_dir),
+        "--prompt",
+        "JULIET:",
+        "--length",
+        "60",
+        "--seed",
+        "3",
+    )
+    assert again.stdout == result.stdout
+    bad = run_module(
+        "projects.shakespeare.generate",
+        "--run-dir",
+        str(run_dir),
+        "--prompt",
+        "ROMEO@",
+        "--temperature",
+        "0.5",
+    )
+    assert bad.returncode == 2 and "'@'" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.stdout == ""
+
+
+def test_killed_run_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["--quick", "--epochs", "4", "--steps-per-epoch", "60", "--run-dir", str(run_dir)]
+    kill_after_first_epoch("projects.shakespeare.train", args, run_dir)
+    assert 1 <= len(history_epochs(run_dir / "history.csv")) < 4
+    resumed = run_module("projects.shakespeare.train", *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming the interrupted run" in resumed.stderr
+    assert history_epochs(run_dir / "history.csv") == [0, 1, 2, 3]
+    assert json.loads((run_dir / "metrics.json").read_text())["validation"]["nats_per_char"] > 0
+
+
+def test_bundled_text_is_in_the_repository():
+    assert BUNDLED_TEXT.is_file()
+    assert "shared/datasets" in BUNDLED_TEXT.as_posix()
