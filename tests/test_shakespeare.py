@@ -132,7 +132,13 @@ def test_quick_run_reports_bits_per_character(trained_run):
     assert metrics["unigram_baseline"]["bits_per_char"] == pytest.approx(4.83, abs=0.01)
     assert metrics["characters"] == {"total": 1_115_394, "train": 1_003_854, "validation": 111_540}
     header = (run_dir / "history.csv").read_text().splitlines()[0].split(",")
-    assert {"val_loss", "val_bits_per_char", "val_perplexity", "bits_per_char"} <= set(header)
+    assert {
+        "val_loss",
+        "val_bits_per_char",
+        "val_perplexity",
+        "bits_per_char",
+        "val_unigram_bits_per_char",
+    } <= set(header)
     assert metrics["sample"].startswith("ROMEO:")
 
 

@@ -32,8 +32,18 @@ class ShakespeareConfig(TrainConfig):
     cell: str = option("gru", "Recurrent cell.", choices=CELLS)
     units: int = option(512, "Units per recurrent layer.", minimum=1)
     layers: int = option(1, "Stacked recurrent layers.", minimum=1)
-    dropout: float = option(0.2, "Dropout after each recurrent layer.", minimum=0.0, maximum=0.9)
-    learning_rate: float = option(2e-3, "Adam learning rate.", minimum=0.0, exclusive_minimum=True)
+    dropout: float = option(0.5, "Dropout after each recurrent layer.", minimum=0.0, maximum=0.9)
+    learning_rate: float = option(
+        2e-3,
+        "Adam learning rate (the peak, with --lr-schedule cosine).",
+        minimum=0.0,
+        exclusive_minimum=True,
+    )
+    lr_schedule: str = option(
+        "cosine",
+        "Learning rate over training: cosine decay to 5%, or constant.",
+        choices=("cosine", "constant"),
+    )
     steps_per_epoch: int = option(
         0, "Training steps per epoch (0: training characters / (batch * seq-length)).", minimum=0
     )

@@ -54,8 +54,18 @@ def build_char_model(
     return keras.Model(characters, logits, name=f"char_{cell}")
 
 
-def compile_char_model(model: keras.Model, learning_rate: float) -> keras.Model:
-    """Cross-entropy in nats per character, Adam with gradient clipping; returns the model."""
+def compile_char_model(
+    model: keras.Model, learning_rate: float, decay_steps: int | None = None
+) -> keras.Model:
+    """Cross-entropy in nats per character, Adam with gradient clipping; returns the model.
+
+    With ``decay_steps``, the learning rate follows a cosine from ``learning_rate``
+    down to 5% of it over that many steps (the whole run).
+    """
+    if decay_steps:
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            learning_rate, decay_steps, alpha=0.05
+        )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate, clipnorm=5.0),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
