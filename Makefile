@@ -41,7 +41,7 @@ stock-lstm: $(INSTALLED) ## Train the stock forecaster on bundled AAPL (about 20
 stock-lstm-forecast: $(INSTALLED) ## Forecast the next days with the latest stock run; ARGS="--days 10"
 	$(BIN)/python -m projects.stock_lstm.forecast --run-dir runs/stock_lstm/latest $(ARGS)
 
-shakespeare: $(INSTALLED) ## Train the Shakespeare character model (about 18 min on 2 CPU cores)
+shakespeare: $(INSTALLED) ## Train the Shakespeare character model (about 17 min on 2 CPU cores)
 	$(BIN)/python -m projects.shakespeare.train $(ARGS)
 
 shakespeare-generate: $(INSTALLED) ## Generate text with the latest Shakespeare run; ARGS="--length 1000"

@@ -210,8 +210,7 @@ def test_quick_train_then_generate_in_fresh_processes(tmp_path):
     trained = run_module("projects.shakespeare.train", "--quick", "--run-dir", str(run_dir))
     assert trained.returncode == 0, trained.stderr
     assert "bits/char" in trained.stderr and "sample after epoch 1" in trained.stderr
-    result = run_module(
-        "projects.shakespeare.generate",
+    generate_args = [
         "--run-dir",
         str(run_dir),
         "--prompt",
@@ -220,21 +219,12 @@ def test_quick_train_then_generate_in_fresh_processes(tmp_path):
         "60",
         "--seed",
         "3",
-    )
+    ]
+    result = run_module("projects.shakespeare.generate", *generate_args)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("JULIET:")
     assert len(result.stdout) == len("JULIET:") + 60 + 1  # the text and a final newline
-    again = run_module(
-        "projects.shakespeare.generate",
-        "--run-dir",
-        str(run_dir),
-        "--prompt",
-        "JULIET:",
-        "--length",
-        "60",
-        "--seed",
-        "3",
-    )
+    again = run_module("projects.shakespeare.generate", *generate_args)
     assert again.stdout == result.stdout
     bad = run_module(
         "projects.shakespeare.generate",
