@@ -104,9 +104,17 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         path: The ``.keras`` file to write.
         monitor: The log key to watch, e.g. ``val_loss``.
         mode: ``min`` or ``max``.
+        saved_model: The model to write, when it is not the one being trained
+            (e.g. a wrapper that adds preprocessing around it).
     """
 
-    def __init__(self, path: str | Path, monitor: str = "val_loss", mode: str = "min"):
+    def __init__(
+        self,
+        path: str | Path,
+        monitor: str = "val_loss",
+        mode: str = "min",
+        saved_model: keras.Model | None = None,
+    ):
         super().__init__()
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
@@ -115,6 +123,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self.monitor = monitor
         self.mode = mode
         self.best = math.inf if mode == "min" else -math.inf
+        self.saved_model = saved_model
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if self.state_path.exists() and self.path.exists():
@@ -136,7 +145,7 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         if math.isnan(value) or not self._improved(value):
             return
         self.best = value
-        save_model(self.model, self.path)
+        save_model(self.saved_model or self.model, self.path)
         state = {"monitor": self.monitor, "value": value, "epoch": epoch}
         self.state_path.write_text(json.dumps(state, indent=2) + "\n")
 
@@ -147,6 +156,7 @@ def standard_callbacks(
     monitor: str = "val_loss",
     mode: str = "min",
     log_extras: Sequence[keras.callbacks.Callback] = (),
+    saved_model: keras.Model | None = None,
 ) -> list[keras.callbacks.Callback]:
     """The standard callbacks for a run directory, in the order they must run.
 
@@ -157,6 +167,7 @@ def standard_callbacks(
         mode: ``min`` or ``max`` for ``monitor``.
         log_extras: Project callbacks that add values to the epoch logs; they run
             before the checkpoint and the loggers, so those see the values.
+        saved_model: What ``best.keras`` holds, if not the model being trained.
 
     Returns:
         Callbacks to pass to ``model.fit``. The model must be built first
@@ -167,7 +178,7 @@ def standard_callbacks(
         EpochTimer(examples_per_epoch),
         *log_extras,
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
-        BestModelCheckpoint(run_dir / "best.keras", monitor=monitor, mode=mode),
+        BestModelCheckpoint(run_dir / "best.keras", monitor, mode, saved_model),
         ResumableCSVLogger(run_dir / "history.csv"),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
         keras.callbacks.TerminateOnNaN(),

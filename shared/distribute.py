@@ -12,6 +12,11 @@ import tensorflow as tf
 
 log = logging.getLogger(__name__)
 
+# One strategy object per kind and process: a second MirroredStrategy in the same
+# process can reuse the collective-op instance keys of the first, and its
+# all-reduces then fail with "Shape mismatch in the collective instance".
+_STRATEGIES: dict[tuple[str, tuple[str, ...]], tf.distribute.Strategy] = {}
+
 
 def select_strategy(name: str = "auto") -> tf.distribute.Strategy:
     """Return the distribution strategy for ``name``.
@@ -30,19 +35,18 @@ def select_strategy(name: str = "auto") -> tf.distribute.Strategy:
     Raises:
         ValueError: For an unknown name.
     """
-    gpus = tf.config.list_logical_devices("GPU")
+    gpus = [gpu.name for gpu in tf.config.list_logical_devices("GPU")]
     if name == "auto":
         if len(gpus) >= 2:
-            strategy = tf.distribute.MirroredStrategy([gpu.name for gpu in gpus])
+            strategy = _mirrored(gpus)
         elif len(gpus) == 1:
-            strategy = tf.distribute.OneDeviceStrategy(gpus[0].name)
+            strategy = tf.distribute.OneDeviceStrategy(gpus[0])
         else:
             strategy = tf.distribute.get_strategy()
     elif name == "default":
         strategy = tf.distribute.get_strategy()
     elif name == "mirrored":
-        devices = gpus or tf.config.list_logical_devices("CPU")
-        strategy = tf.distribute.MirroredStrategy([device.name for device in devices])
+        strategy = _mirrored(gpus or [cpu.name for cpu in tf.config.list_logical_devices("CPU")])
     else:
         raise ValueError(f"unknown strategy {name!r}; choose auto, default or mirrored")
     log.info(
@@ -52,3 +56,10 @@ def select_strategy(name: str = "auto") -> tf.distribute.Strategy:
         len(gpus),
     )
     return strategy
+
+
+def _mirrored(devices: list[str]) -> tf.distribute.MirroredStrategy:
+    key = ("mirrored", tuple(devices))
+    if key not in _STRATEGIES:
+        _STRATEGIES[key] = tf.distribute.MirroredStrategy(devices)
+    return _STRATEGIES[key]

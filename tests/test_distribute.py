@@ -29,6 +29,8 @@ def test_mirrored_uses_every_logical_cpu():
     strategy = select_strategy("mirrored")
     assert isinstance(strategy, tf.distribute.MirroredStrategy)
     assert strategy.num_replicas_in_sync == 2
+    # One object per process: a second one can break TensorFlow's collective ops.
+    assert select_strategy("mirrored") is strategy
 
 
 def test_unknown_strategy_is_rejected():
@@ -53,3 +55,23 @@ def test_two_replicas_train_to_the_same_result_as_one_device(tmp_path):
     weights_two = load_run(tmp_path / "two").model.get_weights()
     for left, right in zip(weights_one, weights_two, strict=True):
         np.testing.assert_allclose(left, right, rtol=1e-5, atol=1e-6)
+
+
+def test_every_project_trains_under_two_replicas(tmp_path):
+    # conftest.py gives this process two logical CPUs, so "mirrored" runs 2 replicas.
+    from projects.shakespeare.config import ShakespeareConfig
+    from projects.shakespeare.train import main as train_shakespeare
+    from projects.stock_lstm.config import StockConfig
+    from projects.stock_lstm.train import main as train_stock
+
+    stock = train_stock(
+        StockConfig(strategy="mirrored", run_dir=str(tmp_path / "stock"), **StockConfig.QUICK)
+    )
+    assert np.isfinite(stock["test"]["model"]["rmse"])
+    shakespeare = train_shakespeare(
+        ShakespeareConfig(
+            strategy="mirrored", run_dir=str(tmp_path / "shakespeare"), **ShakespeareConfig.QUICK
+        )
+    )
+    assert np.isfinite(shakespeare["validation"]["nats_per_char"])
+    assert load_run(tmp_path / "shakespeare").model.input.dtype == "string"

@@ -69,26 +69,20 @@ def encode(text: str, vocabulary: list[str]) -> np.ndarray:
     return np.array([index.get(char, 0) for char in text], dtype=np.int32)
 
 
-def _as_characters(vocabulary: list[str]) -> tf.Tensor:
-    # Row 0 is the unknown token; the model maps it back to id 0.
-    return tf.constant(["[UNK]", *vocabulary])
-
-
 def training_dataset(
-    ids: np.ndarray, vocabulary: list[str], seq_length: int, batch_size: int, seed: int
+    ids: np.ndarray, seq_length: int, batch_size: int, seed: int
 ) -> tf.data.Dataset:
-    """Endless batches of windows starting at random offsets: (characters, next-character ids).
+    """Endless batches of windows starting at random offsets: (ids, next-character ids).
 
     Random offsets, rather than one fixed tiling, give every epoch new contexts.
     """
     ids_tensor = tf.constant(ids)
-    characters = _as_characters(vocabulary)
     last_start = len(ids) - seq_length - 1
 
     def window(random_value: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         start = tf.math.floormod(random_value, last_start + 1)
         chunk = ids_tensor[start : start + seq_length + 1]
-        return tf.gather(characters, chunk[:-1]), chunk[1:]
+        return chunk[:-1], chunk[1:]
 
     return (
         tf.data.Dataset.random(seed=seed)
@@ -98,17 +92,13 @@ def training_dataset(
     )
 
 
-def validation_dataset(
-    ids: np.ndarray, vocabulary: list[str], seq_length: int, batch_size: int
-) -> tf.data.Dataset:
+def validation_dataset(ids: np.ndarray, seq_length: int, batch_size: int) -> tf.data.Dataset:
     """Consecutive non-overlapping windows covering the validation text once."""
     count = (len(ids) - 1) // seq_length
     inputs = ids[: count * seq_length].reshape(count, seq_length)
     targets = ids[1 : count * seq_length + 1].reshape(count, seq_length)
-    characters = _as_characters(vocabulary)
     return (
         tf.data.Dataset.from_tensor_slices((inputs, targets))
-        .map(lambda x, y: (tf.gather(characters, x), y), num_parallel_calls=tf.data.AUTOTUNE)
         .batch(batch_size)
         .prefetch(tf.data.AUTOTUNE)
     )

@@ -1,6 +1,6 @@
 """The character-level language model, and its one-step-at-a-time twin for generation.
 
-    characters (strings) -> StringLookup -> Embedding -> layers x GRU/LSTM/SimpleRNN
+    characters (strings) -> StringLookup -> core: Embedding -> layers x GRU/LSTM/SimpleRNN
     -> Dense: logits over [unknown, *vocabulary] for the next character
 
 The lookup layer holds the vocabulary, so the saved model works on plain
@@ -21,6 +21,7 @@ RECURRENT_LAYERS = {
 LOOKUP_LAYER = "char_to_id"
 EMBEDDING_LAYER = "embedding"
 LOGITS_LAYER = "logits"
+CORE_MODEL = "core"
 
 
 def recurrent_name(index: int) -> str:
@@ -36,11 +37,13 @@ def build_char_model(
     layers: int,
     dropout: float,
 ) -> keras.Model:
-    """The trainable model: (batch, time) character strings -> (batch, time, vocab + 1) logits."""
-    characters = keras.Input(shape=(None,), dtype="string", name="characters")
-    ids = keras.layers.StringLookup(
-        vocabulary=vocabulary, mask_token=None, num_oov_indices=1, name=LOOKUP_LAYER
-    )(characters)
+    """The saved model: (batch, time) character strings -> (batch, time, vocab + 1) logits.
+
+    It wraps the trainable ``core`` (ids -> logits, see `core_of`). Training runs
+    on the core with integer ids, because MirroredStrategy cannot average a batch
+    of strings when Keras builds the model (keras-team/keras#20585).
+    """
+    ids = keras.Input(shape=(None,), dtype="int32", name="ids")
     x = keras.layers.Embedding(len(vocabulary) + 1, embedding_dim, name=EMBEDDING_LAYER)(ids)
     recurrent = RECURRENT_LAYERS[cell]
     for index in range(layers):
@@ -51,7 +54,18 @@ def build_char_model(
         if dropout:
             x = keras.layers.Dropout(dropout, name=f"dropout_{index + 1}")(x)
     logits = keras.layers.Dense(len(vocabulary) + 1, name=LOGITS_LAYER)(x)
-    return keras.Model(characters, logits, name=f"char_{cell}")
+    core = keras.Model(ids, logits, name=CORE_MODEL)
+
+    characters = keras.Input(shape=(None,), dtype="string", name="characters")
+    lookup = keras.layers.StringLookup(
+        vocabulary=vocabulary, mask_token=None, num_oov_indices=1, name=LOOKUP_LAYER
+    )
+    return keras.Model(characters, core(lookup(characters)), name=f"char_{cell}")
+
+
+def core_of(model: keras.Model) -> keras.Model:
+    """The trainable ids -> logits model inside the saved character model."""
+    return model.get_layer(CORE_MODEL)
 
 
 def compile_char_model(
@@ -80,10 +94,11 @@ def vocabulary_of(model: keras.Model) -> list[str]:
 
 def recurrent_layers(model: keras.Model) -> list[keras.layers.Layer]:
     """The model's recurrent layers, bottom first."""
+    core = core_of(model)
     found = []
     while True:
         try:
-            found.append(model.get_layer(recurrent_name(len(found))))
+            found.append(core.get_layer(recurrent_name(len(found))))
         except ValueError:
             return found
 
@@ -96,8 +111,9 @@ def state_sizes(layer: keras.layers.Layer) -> list[int]:
 
 def step_model(model: keras.Model) -> keras.Model:
     """(ids, *states) -> (logits, *new states), sharing ``model``'s weights."""
+    core = core_of(model)
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
-    x = model.get_layer(EMBEDDING_LAYER)(ids)
+    x = core.get_layer(EMBEDDING_LAYER)(ids)
     state_inputs, state_outputs = [], []
     for layer in recurrent_layers(model):
         inputs = [
@@ -107,5 +123,5 @@ def step_model(model: keras.Model) -> keras.Model:
         x, *states = layer(x, initial_state=inputs)
         state_inputs += inputs
         state_outputs += states
-    logits = model.get_layer(LOGITS_LAYER)(x)
+    logits = core.get_layer(LOGITS_LAYER)(x)
     return keras.Model([ids, *state_inputs], [logits, *state_outputs], name="step")

@@ -34,7 +34,7 @@ from projects.shakespeare.data import (
     validation_dataset,
 )
 from projects.shakespeare.generate import Generator
-from projects.shakespeare.model import build_char_model, compile_char_model
+from projects.shakespeare.model import build_char_model, compile_char_model, core_of
 from shared.callbacks import standard_callbacks
 from shared.cli import run_training_cli
 from shared.distribute import select_strategy
@@ -72,16 +72,19 @@ class BitsPerCharacter(keras.callbacks.Callback):
 
 
 class PrintSample(keras.callbacks.Callback):
-    """Log a short sample from the model at the end of each epoch."""
+    """Log a short sample from the character model at the end of each epoch."""
 
-    def __init__(self, prompt: str, length: int, temperature: float, seed: int):
+    def __init__(
+        self, char_model: keras.Model, prompt: str, length: int, temperature: float, seed: int
+    ):
         super().__init__()
+        self.char_model = char_model  # shares its weights with the core being trained
         self.prompt, self.length, self.temperature, self.seed = prompt, length, temperature, seed
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if not self.length:
             return
-        generator = Generator(self.model)
+        generator = Generator(self.char_model)
         prompt = "".join(char for char in self.prompt if char in generator.index) or "\n"
         text = generator.generate(prompt, self.length, self.temperature, seed=self.seed)
         log.info("sample after epoch %d:\n%s%s\n", epoch + 1, prompt, text)
@@ -116,35 +119,39 @@ def main(config: ShakespeareConfig) -> dict:
             config.dropout,
         )
         decay_steps = steps * config.epochs if config.lr_schedule == "cosine" else None
-        compile_char_model(model, config.learning_rate, decay_steps)
+        core = compile_char_model(core_of(model), config.learning_rate, decay_steps)
     model.summary(print_fn=log.info)
     extras = [
         BitsPerCharacter(unigram_bits),
         PrintSample(
-            config.sample_prompt, config.sample_length, config.sample_temperature, config.seed
+            model,
+            config.sample_prompt,
+            config.sample_length,
+            config.sample_temperature,
+            config.seed,
         ),
     ]
-    model.fit(
-        training_dataset(train_ids, vocabulary, config.seq_length, config.batch_size, config.seed),
+    core.fit(
+        training_dataset(train_ids, config.seq_length, config.batch_size, config.seed),
         steps_per_epoch=steps,
         shuffle=False,  # windows start at random offsets already
-        validation_data=validation_dataset(
-            val_ids, vocabulary, config.seq_length, config.batch_size
-        ),
+        validation_data=validation_dataset(val_ids, config.seq_length, config.batch_size),
         epochs=config.epochs,
         callbacks=standard_callbacks(
-            run.path, steps * config.batch_size * config.seq_length, log_extras=extras
+            run.path,
+            steps * config.batch_size * config.seq_length,
+            log_extras=extras,
+            saved_model=model,  # best.keras: the whole character model, lookup included
         ),
         verbose=2,
     )
 
     # The saved model is the best epoch's (lowest validation loss), not the last one.
+    # Setting the wrapper's weights sets the core's: they are the same variables.
     best_state = json.loads((run.path / "best.json").read_text())
     model.set_weights(load_model(run.path / "best.keras").get_weights())
     nats = float(
-        model.evaluate(
-            validation_dataset(val_ids, vocabulary, config.seq_length, config.batch_size), verbose=0
-        )
+        core.evaluate(validation_dataset(val_ids, config.seq_length, config.batch_size), verbose=0)
     )
     prompt = "".join(char for char in config.sample_prompt if char in vocabulary) or "\n"
     sample = Generator(model).generate(
