@@ -23,7 +23,7 @@ class ShakespeareConfig(TrainConfig):
     }
 
     epochs: int = option(
-        25, "Epochs; one epoch sees about every training character once.", minimum=1
+        20, "Epochs; one epoch sees about every training character once.", minimum=1
     )
     batch_size: int = option(64, "Global batch size (sequences per step).", minimum=1)
     text: str = option("", "Train on this UTF-8 text file (default: bundled tiny-shakespeare).")

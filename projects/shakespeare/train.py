@@ -11,7 +11,7 @@ in nats and bits per character, next to the score of character frequencies
 alone, and prints a short sample so you can watch the text improve.
 
 Expected with the defaults (1-layer GRU of 512 units, dropout 0.5, cosine
-learning-rate decay, 25 epochs) on 2 CPU cores: see README.md for the measured
+learning-rate decay, 20 epochs) on 2 CPU cores: see README.md for the measured
 validation loss and time.
 """
 
