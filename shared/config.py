@@ -150,10 +150,6 @@ class _StrictParser(argparse.ArgumentParser):
         self.error(message)
 
 
-def _field_types(config_class: type) -> dict[str, Any]:
-    return typing.get_type_hints(config_class)
-
-
 def build_parser(config_class: type[ConfigT], description: str | None = None) -> _StrictParser:
     """Build the command-line parser for a config dataclass.
 
@@ -167,7 +163,7 @@ def build_parser(config_class: type[ConfigT], description: str | None = None) ->
     Returns:
         The parser; use `parse_config` to get a validated config.
     """
-    types = _field_types(config_class)
+    types = typing.get_type_hints(config_class)
     fields = dataclasses.fields(config_class)
     valid_flags = ["--help"]
     parser = _StrictParser(
@@ -239,17 +235,3 @@ def parse_config(
     except ConfigError as error:
         parser.error(str(error))
         raise  # unreachable: parser.error exits
-
-
-def config_from_dict(config_class: type[ConfigT], values: dict[str, Any]) -> ConfigT:
-    """Rebuild a config from its ``config.json`` dict, ignoring unknown keys.
-
-    Args:
-        config_class: The project's config dataclass.
-        values: The mapping saved by `TrainConfig.to_dict`.
-
-    Returns:
-        An instance of ``config_class``.
-    """
-    names = {field.name for field in dataclasses.fields(config_class)}
-    return config_class(**{key: value for key, value in values.items() if key in names})

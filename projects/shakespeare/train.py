@@ -71,6 +71,11 @@ class BitsPerCharacter(keras.callbacks.Callback):
         )
 
 
+def sample_prompt(prompt: str, vocabulary) -> str:
+    """``prompt`` without characters the model does not know (e.g. with --text), else a newline."""
+    return "".join(char for char in prompt if char in vocabulary) or "\n"
+
+
 class PrintSample(keras.callbacks.Callback):
     """Log a short sample from the character model at the end of each epoch."""
 
@@ -85,7 +90,7 @@ class PrintSample(keras.callbacks.Callback):
         if not self.length:
             return
         generator = Generator(self.char_model)
-        prompt = "".join(char for char in self.prompt if char in generator.index) or "\n"
+        prompt = sample_prompt(self.prompt, generator.index)
         text = generator.generate(prompt, self.length, self.temperature, seed=self.seed)
         log.info("sample after epoch %d:\n%s%s\n", epoch + 1, prompt, text)
 
@@ -153,7 +158,7 @@ def main(config: ShakespeareConfig) -> dict:
     nats = float(
         core.evaluate(validation_dataset(val_ids, config.seq_length, config.batch_size), verbose=0)
     )
-    prompt = "".join(char for char in config.sample_prompt if char in vocabulary) or "\n"
+    prompt = sample_prompt(config.sample_prompt, vocabulary)
     sample = Generator(model).generate(
         prompt, config.sample_length, config.sample_temperature, seed=config.seed
     )

@@ -46,7 +46,7 @@ class ForecastError(UserError):
 
 
 def recursive_forecast(
-    model, feature_window: np.ndarray, feature_mean: np.ndarray, horizon: int, days: int
+    model, feature_window: np.ndarray, feature_mean: np.ndarray, days: int
 ) -> np.ndarray:
     """Cumulative log returns for the next ``days`` days from the last input window."""
     window = feature_window.astype(np.float32).copy()
@@ -132,7 +132,6 @@ def forecast(
         run.model,
         features.to_numpy()[-window:],
         np.asarray(metrics["feature_mean"]),
-        config["horizon"],
         days,
     )
     interval = metrics["interval"]

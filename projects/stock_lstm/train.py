@@ -71,12 +71,16 @@ def fit_forecaster(
     config: StockConfig,
     windows: Windows,
     split: Split,
+    stats: tuple[np.ndarray, np.ndarray],
     strategy: tf.distribute.Strategy,
     callbacks: list[keras.callbacks.Callback],
     verbose: int,
 ) -> keras.Model:
-    """Build the network in the strategy's scope, train it, keep the best-validation weights."""
-    mean, variance = normalisation_stats(windows, split.train)
+    """Build the network in the strategy's scope, train it, keep the best-validation weights.
+
+    ``stats`` are the training days' feature mean and variance (`normalisation_stats`).
+    """
+    mean, variance = stats
     with strategy.scope():
         model = build_forecaster(
             window=config.window,
@@ -109,11 +113,12 @@ def evaluate_split(
     config: StockConfig,
     windows: Windows,
     split: Split,
+    stats: tuple[np.ndarray, np.ndarray],
     close: np.ndarray,
 ) -> dict:
     """Test metrics of the model and every baseline, and the model's interval coverage."""
     predictions = model.predict(windows.inputs, batch_size=1024, verbose=0).astype(np.float64)
-    mean, variance = normalisation_stats(windows, split.train)
+    mean, variance = stats
     results = compare_methods(predictions, windows, split, close, mean, variance, config.ma_window)
     lower, upper = interval_offsets(
         predictions[split.val], windows.targets[split.val], config.interval
@@ -154,23 +159,24 @@ def main(config: StockConfig) -> dict:
         log.info("%-5s %s to %s (%d windows)", name, part["first"], part["last"], part["windows"])
 
     strategy = select_strategy(config.strategy)
+    stats = normalisation_stats(windows, split.train)
     model = fit_forecaster(
         config,
         windows,
         split,
+        stats,
         strategy,
         standard_callbacks(run.path, examples_per_epoch=split.train.stop - split.train.start),
         verbose=2,
     )
     close = prices["Close"].to_numpy(dtype=np.float64)
-    evaluation = evaluate_split(model, config, windows, split, close)
+    evaluation = evaluate_split(model, config, windows, split, stats, close)
     methods = evaluation["methods"]
-    mean, _ = normalisation_stats(windows, split.train)
     metrics = {
         "source": source,
         "cell": config.cell,
         "features": list(features.columns),
-        "feature_mean": mean.tolist(),
+        "feature_mean": stats[0].tolist(),
         "periods": periods,
         "test": methods,
         "interval": evaluation["interval"],
@@ -229,8 +235,9 @@ def walk_forward(
                 test_end=len(windows) - offset,
             )
             log.info("Walk-forward fold %d/%d", fold + 1, config.walk_forward)
-            model = fit_forecaster(config, windows, split, strategy, [], verbose=0)
-            methods = evaluate_split(model, config, windows, split, close)["methods"]
+            stats = normalisation_stats(windows, split.train)
+            model = fit_forecaster(config, windows, split, stats, strategy, [], verbose=0)
+            methods = evaluate_split(model, config, windows, split, stats, close)["methods"]
         folds.append({"test": period(windows, split.test), "methods": methods})
         log.info(
             "Fold %d, test %s to %s:\n%s",
