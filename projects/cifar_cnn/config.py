@@ -1,0 +1,71 @@
+"""Settings of the CIFAR-10 CNN project (every field is a command-line flag)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.config import TrainConfig, option
+
+MODELS = ("simple", "vgg", "resnet")
+
+
+@dataclass(frozen=True)
+class CifarConfig(TrainConfig):
+    """Train a convolutional network to classify CIFAR-10 (or any image-folder) images."""
+
+    QUICK = {"epochs": 1, "width": 8, "max_train_images": 512, "batch_size": 64}
+
+    epochs: int = option(18, "Passes over the training images.", minimum=1)
+    batch_size: int = option(256, "Global batch size.", minimum=1)
+    data_dir: str = option(
+        "",
+        "Image folder DIR/train/<class>/* [+ DIR/test/<class>/*]; default: CIFAR-10 "
+        "(download, else the bundled 5,000-image sample).",
+    )
+    image_size: int = option(32, "Images are resized to this many pixels square.", minimum=8)
+    validation_fraction: float = option(
+        0.1,
+        "Share of each class held out for validation when the data has no test split.",
+        minimum=0.0,
+        maximum=0.5,
+        exclusive_minimum=True,
+    )
+    max_train_images: int = option(
+        0, "Train on at most this many images, class-balanced (0: all).", minimum=0
+    )
+    model: str = option(
+        "resnet",
+        "Architecture: simple (conv-pool stack), vgg (3x3 blocks) or resnet (residual).",
+        choices=MODELS,
+    )
+    width: int = option(
+        32, "Filters of the first conv layer of vgg/resnet (later stages double).", minimum=1
+    )
+    learning_rate: float = option(
+        0.2, "Peak SGD (Nesterov) learning rate.", minimum=0.0, exclusive_minimum=True
+    )
+    lr_schedule: str = option(
+        "cosine",
+        "cosine: linear warm-up to --learning-rate then cosine decay to 0; constant: fixed.",
+        choices=("cosine", "constant"),
+    )
+    warmup_epochs: float = option(3.0, "Epochs of linear warm-up (cosine schedule).", minimum=0.0)
+    momentum: float = option(0.9, "SGD momentum.", minimum=0.0, maximum=0.999)
+    weight_decay: float = option(
+        5e-3,
+        "Decoupled weight decay of SGD (w -= lr * decay * w each step).",
+        minimum=0.0,
+    )
+    label_smoothing: float = option(
+        0.1, "Label smoothing of the cross-entropy loss.", minimum=0.0, maximum=0.5
+    )
+    translate: float = option(
+        0.125, "Augmentation: random shift, as a fraction of the image side.", minimum=0.0
+    )
+    flip: bool = option(True, "Augmentation: random horizontal flips.")
+    mixed_precision: str = option(
+        "auto",
+        "auto: float16 compute on GPUs that support it (compute capability 7.0+), else "
+        "float32; on: float16 on GPU, bfloat16 on CPU; off: float32.",
+        choices=("auto", "on", "off"),
+    )

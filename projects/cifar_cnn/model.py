@@ -1,0 +1,269 @@
+"""The CNN lecture's three architectures, and the convolution arithmetic behind them.
+
+Every model takes raw ``uint8`` images (any batch, ``size x size x 3``) and
+returns class probabilities: pixel normalisation is its first layer, so the
+saved model needs no preprocessing code. Augmentation layers are built here
+too but applied in the input pipeline (see ``data.py``): they do nothing at
+inference, and in ``tf.data`` they run in parallel with training.
+
+* ``simple``: the TensorFlow tutorial's conv-pool stack (Conv 32-64-64 with
+  3x3 kernels and no padding, 2x2 max pooling, Dense 64).
+* ``vgg``: VGG-style blocks of two 3x3 conv + batch-norm + ReLU layers and a
+  2x2 max pool; three blocks of ``width``, ``2 width`` and ``4 width`` filters.
+* ``resnet``: the ResNet-9 of DAWNBench (Page, 2018), a residual network
+  with widths ``width``, ``2 width``, ``4 width``, ``8 width``: conv-BN-ReLU
+  stages, 2x2 pooling, and two residual blocks ``x + f(x)`` whose skip
+  connections let gradients bypass the convolutions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import keras
+import numpy as np
+from keras import layers
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------
+# Convolution arithmetic
+# ---------------------------------------------------------------------------
+
+
+def conv_output_size(size: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
+    """Output length of a convolution or pooling along one axis.
+
+    ``O = floor((H + 2P - F) / S) + 1``: the filter of size ``F`` fits at
+    positions ``0, S, 2S, ...`` of the padded input of length ``H + 2P``. The
+    floor drops a last, partial step: 64 pixels, a 7-wide filter and stride 2
+    give (64 - 7) / 2 + 1 = 29.5, so 29 positions, and the last pixel is never
+    covered.
+    """
+    if min(size, kernel, stride) < 1 or padding < 0:
+        raise ValueError("size, kernel and stride must be >= 1 and padding >= 0")
+    if kernel > size + 2 * padding:
+        raise ValueError(f"a {kernel}-wide filter does not fit in {size} + 2 * {padding} pixels")
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """Keras's ``padding="same"`` as explicit (before, after) padding.
+
+    "same" pads so that the output has ``ceil(size / stride)`` positions; an odd
+    total goes one more pixel after than before (TensorFlow's convention).
+    """
+    output = -(-size // stride)
+    total = max((output - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowLayer:
+    """A conv or pooling layer as the lecture's formula sees it (height axis)."""
+
+    name: str
+    input_hw: tuple[int, int]
+    kernel: int
+    stride: int
+    padding: tuple[int, int]  # pixels added (before, after) along the height
+    output_height: int  # the formula's result
+
+    def formula(self) -> str:
+        """E.g. ``(32 + 2*1 - 3)//1 + 1 = 32``."""
+        before, after = self.padding
+        pad = f"2*{before}" if before == after else f"{before}+{after}"
+        height = self.input_hw[0]
+        return f"({height} + {pad} - {self.kernel})//{self.stride} + 1 = {self.output_height}"
+
+
+def window_layers(model: keras.Model) -> list[WindowLayer]:
+    """Apply the formula to every Conv2D and pooling layer of ``model`` (nested ones too)."""
+    found = []
+    for layer in _flatten_layers(model):
+        if isinstance(layer, layers.Conv2D):
+            kernel, stride = layer.kernel_size[0], layer.strides[0]
+        elif isinstance(layer, layers.MaxPooling2D | layers.AveragePooling2D):
+            kernel, stride = layer.pool_size[0], layer.strides[0]
+        else:
+            continue
+        input_hw = tuple(int(value) for value in layer.input.shape[1:3])
+        padding = same_padding(input_hw[0], kernel, stride) if layer.padding == "same" else (0, 0)
+        if padding[0] == padding[1]:
+            output_height = conv_output_size(input_hw[0], kernel, stride, padding[0])
+        else:  # "same" with an odd total: the formula with the total padding as 2P
+            output_height = (input_hw[0] + sum(padding) - kernel) // stride + 1
+        found.append(WindowLayer(layer.name, input_hw, kernel, stride, padding, output_height))
+    return found
+
+
+def _flatten_layers(model: keras.Model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _flatten_layers(layer)
+        else:
+            yield layer
+
+
+def log_architecture(model: keras.Model) -> None:
+    """Log the layer table (output shapes, parameters) and the conv arithmetic."""
+    model.summary(print_fn=log.info, line_length=120, expand_nested=True)
+    log.info("Convolution arithmetic, output height O = floor((H + 2P - F) / S) + 1:")
+    for window in window_layers(model):
+        log.info(
+            "  %-14s input %3dx%-3d F=%d S=%d P=%s: O = %s",
+            window.name,
+            *window.input_hw,
+            window.kernel,
+            window.stride,
+            "+".join(map(str, sorted(set(window.padding)))),
+            window.formula(),
+        )
+
+
+# ---------------------------------------------------------------------------
+# Preprocessing
+# ---------------------------------------------------------------------------
+
+
+def channel_statistics(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and variance of ``uint8`` images, computed in chunks."""
+    total = np.zeros(3)
+    squares = np.zeros(3)
+    count = 0
+    for start in range(0, len(images), 4096):
+        chunk = images[start : start + 4096].astype(np.float64).reshape(-1, 3)
+        total += chunk.sum(axis=0)
+        squares += (chunk**2).sum(axis=0)
+        count += len(chunk)
+    mean = total / count
+    return mean, squares / count - mean**2
+
+
+def augmentation(translate: float, flip: bool, seed: int) -> keras.Sequential:
+    """Random horizontal flip and shift (reflected border), active only in training.
+
+    Nearest-pixel interpolation keeps every output pixel an input pixel, so
+    augmented ``uint8`` images stay exact ``uint8`` values.
+    """
+    steps = []
+    if flip:
+        steps.append(layers.RandomFlip("horizontal", seed=seed))
+    if translate > 0:
+        steps.append(
+            layers.RandomTranslation(
+                translate, translate, fill_mode="reflect", interpolation="nearest", seed=seed + 1
+            )
+        )
+    return keras.Sequential(steps, name="augmentation")
+
+
+# ---------------------------------------------------------------------------
+# Architectures
+# ---------------------------------------------------------------------------
+
+
+def _conv_bn_relu(x, filters: int, name: str):
+    # No bias: the batch norm's beta does its job.
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def _simple(x, width: int):
+    # The TensorFlow tutorial's CNN: "valid" convolutions shrink 32 -> 30 -> 13 -> 4.
+    x = layers.Conv2D(width, 3, activation="relu", name="conv1")(x)
+    x = layers.MaxPooling2D(name="pool1")(x)
+    x = layers.Conv2D(2 * width, 3, activation="relu", name="conv2")(x)
+    x = layers.MaxPooling2D(name="pool2")(x)
+    x = layers.Conv2D(2 * width, 3, activation="relu", name="conv3")(x)
+    x = layers.Flatten(name="flatten")(x)
+    return layers.Dense(2 * width, activation="relu", name="dense")(x)
+
+
+def _vgg(x, width: int):
+    for block, filters in enumerate((width, 2 * width, 4 * width), start=1):
+        x = _conv_bn_relu(x, filters, f"block{block}a")
+        x = _conv_bn_relu(x, filters, f"block{block}b")
+        x = layers.MaxPooling2D(name=f"block{block}_pool")(x)
+    return layers.GlobalMaxPooling2D(name="global_pool")(x)
+
+
+def _residual(x, filters: int, name: str):
+    shortcut = x
+    x = _conv_bn_relu(x, filters, f"{name}a")
+    x = _conv_bn_relu(x, filters, f"{name}b")
+    return layers.Add(name=f"{name}_add")([shortcut, x])
+
+
+def _resnet(x, width: int):
+    x = _conv_bn_relu(x, width, "prep")
+    x = _conv_bn_relu(x, 2 * width, "stage1")
+    x = layers.MaxPooling2D(name="stage1_pool")(x)
+    x = _residual(x, 2 * width, "res1")
+    x = _conv_bn_relu(x, 4 * width, "stage2")
+    x = layers.MaxPooling2D(name="stage2_pool")(x)
+    x = _conv_bn_relu(x, 8 * width, "stage3")
+    x = layers.MaxPooling2D(name="stage3_pool")(x)
+    x = _residual(x, 8 * width, "res3")
+    return layers.GlobalMaxPooling2D(name="global_pool")(x)
+
+
+ARCHITECTURES = {"simple": _simple, "vgg": _vgg, "resnet": _resnet}
+
+
+def build_classifier(
+    architecture: str,
+    num_classes: int,
+    image_size: int,
+    width: int,
+    pixel_mean: np.ndarray,
+    pixel_variance: np.ndarray,
+) -> keras.Model:
+    """``uint8`` images -> class probabilities.
+
+    Args:
+        architecture: ``simple``, ``vgg`` or ``resnet``.
+        num_classes: Output classes.
+        image_size: Input side in pixels.
+        width: Filters of the first stage (``simple``: 32 is the tutorial's).
+        pixel_mean: Per-channel mean of the training pixels (0-255 scale).
+        pixel_variance: Their per-channel variance.
+
+    Returns:
+        The uncompiled Functional model. The final layer computes in float32
+        even under a mixed-precision policy, so probabilities stay accurate.
+    """
+    images = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
+    x = layers.Normalization(
+        mean=pixel_mean.tolist(), variance=pixel_variance.tolist(), name="normalize"
+    )(layers.Identity(dtype="float32", name="to_float")(images))
+    features = ARCHITECTURES[architecture](x, width)
+    probabilities = layers.Dense(
+        num_classes, activation="softmax", dtype="float32", name="probabilities"
+    )(features)
+    return keras.Model(images, probabilities, name=f"cifar_{architecture}")
+
+
+def compile_classifier(
+    model: keras.Model,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+    momentum: float,
+    weight_decay: float,
+    label_smoothing: float,
+) -> keras.Model:
+    """SGD with Nesterov momentum and decoupled weight decay; smoothed cross-entropy."""
+    optimizer = keras.optimizers.SGD(
+        learning_rate, momentum=momentum, nesterov=True, weight_decay=weight_decay or None
+    )
+    # Decay shrinks weights that multiply inputs; scales and shifts of batch norm are
+    # left alone, as in the usual CIFAR recipes.
+    optimizer.exclude_from_weight_decay(var_names=["gamma", "beta", "bias"])
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    return model

@@ -1,0 +1,261 @@
+"""CIFAR CNN project: conv arithmetic, pipeline, quick runs, saved model, predict CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from projects.cifar_cnn.config import MODELS, CifarConfig
+from projects.cifar_cnn.data import limit_images, training_dataset
+from projects.cifar_cnn.model import (
+    augmentation,
+    build_classifier,
+    conv_output_size,
+    same_padding,
+    window_layers,
+)
+from projects.cifar_cnn.train import main as train_cifar
+from projects.cifar_cnn.train import precision_policy
+from shared.images import BUNDLED_SAMPLE, CIFAR10_CLASSES, load_bundled_sample
+from tests.helpers import REPO_ROOT, run_module
+
+# (H, W), filter, stride, padding -> (OH, OW): the CNN lecture's five exercises.
+LECTURE_EXERCISES = [
+    ((227, 227), 11, 4, 0, (55, 55)),
+    ((64, 64), 7, 2, 0, (29, 29)),
+    ((32, 32), 5, 1, 2, (32, 32)),
+    ((32, 64), 5, 1, 0, (28, 60)),
+    ((64, 32), 3, 1, 1, (64, 32)),
+]
+
+
+@pytest.mark.parametrize("size, kernel, stride, padding, expected", LECTURE_EXERCISES)
+def test_conv_arithmetic_solves_the_lecture_exercises(size, kernel, stride, padding, expected):
+    computed = tuple(conv_output_size(side, kernel, stride, padding) for side in size)
+    assert computed == expected
+    # Keras agrees: explicit zero padding, then a "valid" convolution.
+    inputs = keras.Input((*size, 1))
+    output = keras.layers.Conv2D(1, kernel, strides=stride)(
+        keras.layers.ZeroPadding2D(padding)(inputs)
+    )
+    assert tuple(output.shape[1:3]) == expected
+
+
+def test_the_floor_drops_a_partial_last_step():
+    # (64 - 7) / 2 + 1 = 29.5: the 30th position would need a pixel that is not there.
+    assert (64 - 7) / 2 + 1 == 29.5
+    assert conv_output_size(64, 7, 2) == 29
+    with pytest.raises(ValueError, match="does not fit"):
+        conv_output_size(4, 7, 1, 1)
+
+
+@pytest.mark.parametrize("size", [5, 8, 13, 32])
+@pytest.mark.parametrize("kernel", [1, 2, 3, 5])
+@pytest.mark.parametrize("stride", [1, 2, 3])
+def test_conv_arithmetic_matches_keras_valid_and_same_layers(size, kernel, stride):
+    inputs = keras.Input((size, size, 1))
+    for padding in (0, 1, 2):
+        if kernel > size + 2 * padding:
+            continue
+        padded = keras.layers.ZeroPadding2D(padding)(inputs)
+        output = keras.layers.Conv2D(1, kernel, strides=stride)(padded)
+        assert output.shape[1] == conv_output_size(size, kernel, stride, padding)
+    same = keras.layers.Conv2D(1, kernel, strides=stride, padding="same")(inputs)
+    before, after = same_padding(size, kernel, stride)
+    assert same.shape[1] == (size + before + after - kernel) // stride + 1
+    pooled = keras.layers.MaxPooling2D(kernel, strides=stride, padding="same")(inputs)
+    assert pooled.shape[1] == same.shape[1]
+
+
+@pytest.mark.parametrize("architecture", MODELS)
+def test_every_conv_and_pool_layer_of_every_model_obeys_the_formula(architecture):
+    model = build_classifier(architecture, 10, 32, 8, np.zeros(3), np.ones(3))
+    windows = window_layers(model)
+    assert len(windows) >= 5
+    for window in windows:
+        actual = model.get_layer(window.name).output.shape
+        assert window.output_height == actual[1], window
+        assert "//" in window.formula()
+
+
+def test_precision_policy_on_this_cpu_machine():
+    assert not tf.config.list_physical_devices("GPU")
+    assert precision_policy("auto") == "float32"
+    assert precision_policy("off") == "float32"
+    assert precision_policy("on") == "mixed_bfloat16"
+
+
+def test_limit_images_keeps_classes_balanced():
+    images, labels = load_bundled_sample(32)
+    images, labels = limit_images(images, labels, 100, seed=0)
+    assert images.shape == (100, 32, 32, 3)
+    assert np.bincount(labels).tolist() == [10] * 10
+
+
+def test_augmentation_moves_pixels_but_keeps_them_uint8():
+    images, labels = load_bundled_sample(32)
+    images, labels = limit_images(images, labels, 100, seed=0)
+    data = training_dataset(images, labels, 10, 50, augmentation(0.125, True, seed=0), seed=0)
+    batch, one_hot = next(iter(data))
+    assert batch.dtype == tf.uint8 and tuple(batch.shape) == (50, 32, 32, 3)
+    assert one_hot.shape == (50, 10)
+    np.testing.assert_allclose(one_hot.numpy().sum(axis=1), 1.0)
+    batch = batch.numpy()
+    unchanged = sum(any(np.array_equal(image, original) for original in images) for image in batch)
+    assert unchanged < 25, "augmentation left most images unchanged"
+    # Flips and nearest-pixel shifts only rearrange pixels: every augmented image's
+    # colours are a subset of one original's.
+    palettes = [{tuple(pixel) for pixel in original.reshape(-1, 3)} for original in images]
+    for image in batch[:10]:
+        colours = {tuple(pixel) for pixel in image.reshape(-1, 3)}
+        assert any(colours <= palette for palette in palettes)
+
+
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory):
+    """One --quick run of each architecture (bundled sample; Keras's download fails here)."""
+    root = tmp_path_factory.mktemp("cifar")
+    return {
+        architecture: (
+            root / architecture,
+            train_cifar(
+                CifarConfig(
+                    model=architecture, run_dir=str(root / architecture), **CifarConfig.QUICK
+                )
+            ),
+        )
+        for architecture in MODELS
+    }
+
+
+@pytest.mark.parametrize("architecture", MODELS)
+def test_quick_run_of_each_model_writes_a_complete_run(quick_runs, architecture):
+    run_dir, metrics = quick_runs[architecture]
+    assert metrics["model"] == architecture
+    for name in ("model.keras", "best.keras", "metrics.json", "history.csv", "train.log"):
+        assert (run_dir / name).exists(), name
+    for plot in ("confusion_matrix.png", "examples.png", "training_curves.png"):
+        assert (run_dir / "plots" / plot).stat().st_size > 1000, plot
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    confusion = np.array(saved["confusion_matrix"])
+    assert confusion.shape == (10, 10)
+    assert confusion.sum() == saved["held_out_images"]
+    assert saved["accuracy"] == pytest.approx(np.trace(confusion) / confusion.sum())
+    per_class = confusion.diagonal() / confusion.sum(axis=1)
+    assert list(saved["per_class_accuracy"].values()) == pytest.approx(per_class.tolist())
+    assert saved["class_names"][3] == "cat"
+    assert saved["held_out_split"] in ("test", "validation")
+    log = (run_dir / "train.log").read_text()
+    assert "Convolution arithmetic" in log and "Total params" in log
+    assert "accuracy is reported on" in log
+
+
+def test_saved_model_takes_raw_uint8_and_predicts_the_same_after_reload_in_a_fresh_process(
+    quick_runs, tmp_path
+):
+    run_dir, _ = quick_runs["resnet"]
+    model = keras.models.load_model(run_dir / "model.keras")
+    assert model.input.dtype == "uint8"
+    images, _ = load_bundled_sample(32)
+    images = images[:16]
+    expected = model.predict(images, verbose=0)
+    np.testing.assert_allclose(expected.sum(axis=1), 1.0, rtol=1e-5)
+    np.save(tmp_path / "images.npy", images)
+    script = (
+        "import sys, numpy as np, keras\n"
+        "model = keras.models.load_model(sys.argv[1])\n"
+        "np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))\n"
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(run_dir / "model.keras"),
+            str(tmp_path / "images.npy"),
+            str(tmp_path / "out.npy"),
+        ],
+        check=True,
+        cwd=REPO_ROOT,
+        capture_output=True,
+    )
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_predict_cli_classifies_images_and_reports_a_non_image(quick_runs, tmp_path):
+    run_dir, _ = quick_runs["resnet"]
+    with tarfile.open(BUNDLED_SAMPLE) as archive:
+        member = next(m for m in archive.getmembers() if m.name.startswith("train/ship/"))
+        (tmp_path / "ship.jpg").write_bytes(archive.extractfile(member).read())
+    big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 90), dtype=np.uint8))
+    big.convert("L").save(tmp_path / "grey 120x90.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    paths = [str(tmp_path / name) for name in ("ship.jpg", "notes.txt", "grey 120x90.png")]
+    result = run_module("projects.cifar_cnn.predict", "--run-dir", str(run_dir), *paths)
+    assert result.returncode == 1, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert [line.split(": ")[0] for line in lines] == [paths[0], paths[2]]
+    for line in lines:
+        ranked = line.split(": ", 1)[1].split(", ")
+        assert len(ranked) == 3
+        probabilities = [float(entry.rsplit(" ", 1)[1]) for entry in ranked]
+        assert probabilities == sorted(probabilities, reverse=True)
+        assert all(
+            entry.rsplit(" ", 1)[0]
+            in json.loads((run_dir / "metrics.json").read_text())["class_names"]
+            for entry in ranked
+        )
+    assert f"cannot read {paths[1]} as an image" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_predict_cli_without_a_finished_run_says_so(tmp_path):
+    result = run_module("projects.cifar_cnn.predict", "--run-dir", str(tmp_path), "x.png")
+    assert result.returncode == 2
+    assert "is not a run directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_training_on_an_image_folder_reports_its_validation_split(tmp_path):
+    images, labels = load_bundled_sample(32)
+    images, labels = limit_images(images, labels, 200, seed=0)
+    names = CIFAR10_CLASSES
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
+        path = tmp_path / "data" / "train" / names[label] / f"{index}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(path)
+    config = CifarConfig(
+        data_dir=str(tmp_path / "data"),
+        run_dir=str(tmp_path / "run"),
+        model="simple",
+        validation_fraction=0.2,
+        **{**CifarConfig.QUICK, "max_train_images": 0},
+    )
+    metrics = train_cifar(config)
+    assert metrics["held_out_split"] == "validation"
+    assert metrics["held_out_images"] == 40 and metrics["train_images"] == 160
+    assert "validation split: 40 of the 200 training images" in metrics["held_out_note"]
+
+
+def test_bad_data_dir_exits_with_a_clear_message(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "picture.jpg").write_bytes(b"\xff\xd8")
+    result = run_module(
+        "projects.cifar_cnn.train",
+        "--quick",
+        "--data-dir",
+        str(tmp_path),
+        "--run-dir",
+        str(tmp_path / "run"),
+    )
+    assert result.returncode == 2
+    assert "picture.jpg is a file directly inside" in result.stderr
+    assert "Traceback" not in result.stderr
