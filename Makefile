@@ -6,9 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 ARGS ?=
+IMAGES ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu test lint xor-mlp stock-lstm stock-lstm-forecast shakespeare shakespeare-generate bench-shakespeare tensorboard clean
+.PHONY: help install install-gpu test lint xor-mlp stock-lstm stock-lstm-forecast shakespeare shakespeare-generate bench-shakespeare cifar-cnn cifar-cnn-predict bench-cifar tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -49,6 +50,16 @@ shakespeare-generate: $(INSTALLED) ## Generate text with the latest Shakespeare 
 
 bench-shakespeare: $(INSTALLED) ## Print training and generation speed of the Shakespeare models
 	$(BIN)/python -m projects.shakespeare.bench
+
+cifar-cnn: $(INSTALLED) ## Train the CIFAR-10 CNN (offline: bundled sample, ~4 min); ARGS="--data-dir DIR"
+	$(BIN)/python -m projects.cifar_cnn.train $(ARGS)
+
+cifar-cnn-predict: $(INSTALLED) ## Top-3 classes of images with the latest CIFAR run: IMAGES="a.jpg b.png"
+	@test -n "$(IMAGES)" || { echo 'usage: make cifar-cnn-predict IMAGES="photo.jpg other.png"' >&2; exit 2; }
+	$(BIN)/python -m projects.cifar_cnn.predict --run-dir runs/cifar_cnn/latest $(ARGS) $(IMAGES)
+
+bench-cifar: $(INSTALLED) ## Print CNN training throughput and GFLOP/s against a matmul
+	$(BIN)/python -m projects.cifar_cnn.bench $(ARGS)
 
 tensorboard: $(INSTALLED) ## Serve TensorBoard for everything under runs/
 	$(BIN)/tensorboard --logdir runs $(ARGS)

@@ -59,6 +59,8 @@ def test_two_replicas_train_to_the_same_result_as_one_device(tmp_path):
 
 def test_every_project_trains_under_two_replicas(tmp_path):
     # conftest.py gives this process two logical CPUs, so "mirrored" runs 2 replicas.
+    from projects.cifar_cnn.config import CifarConfig
+    from projects.cifar_cnn.train import main as train_cifar
     from projects.shakespeare.config import ShakespeareConfig
     from projects.shakespeare.train import main as train_shakespeare
     from projects.stock_lstm.config import StockConfig
@@ -75,3 +77,8 @@ def test_every_project_trains_under_two_replicas(tmp_path):
     )
     assert np.isfinite(shakespeare["validation"]["nats_per_char"])
     assert load_run(tmp_path / "shakespeare").model.input.dtype == "string"
+    cifar = train_cifar(
+        CifarConfig(strategy="mirrored", run_dir=str(tmp_path / "cifar"), **CifarConfig.QUICK)
+    )
+    assert 0.0 <= cifar["accuracy"] <= 1.0
+    assert load_run(tmp_path / "cifar").model.input.dtype == "uint8"
