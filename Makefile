@@ -7,9 +7,11 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 ARGS ?=
 IMAGES ?=
+PROJECT ?= xor_mlp
+WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu test lint xor-mlp stock-lstm stock-lstm-forecast shakespeare shakespeare-generate bench-shakespeare cifar-cnn cifar-cnn-predict bench-cifar tensorboard clean
+.PHONY: help install install-gpu test lint xor-mlp stock-lstm stock-lstm-forecast shakespeare shakespeare-generate bench-shakespeare cifar-cnn cifar-cnn-predict bench-cifar multiworker tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -60,6 +62,9 @@ cifar-cnn-predict: $(INSTALLED) ## Top-3 classes of images with the latest CIFAR
 
 bench-cifar: $(INSTALLED) ## Print CNN training throughput and GFLOP/s against a matmul
 	$(BIN)/python -m projects.cifar_cnn.bench $(ARGS)
+
+multiworker: $(INSTALLED) ## Train PROJECT=<name> as WORKERS=N local workers (MultiWorkerMirroredStrategy)
+	$(BIN)/python -m shared.launch --workers $(WORKERS) -- $(BIN)/python -m projects.$(PROJECT).train $(ARGS)
 
 tensorboard: $(INSTALLED) ## Serve TensorBoard for everything under runs/
 	$(BIN)/tensorboard --logdir runs $(ARGS)

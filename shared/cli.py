@@ -28,6 +28,8 @@ def setup_logging(level: int = logging.INFO) -> None:
         stream=sys.stderr,
         force=True,
     )
+    # TensorFlow logs every collective op at INFO under multi-worker training.
+    logging.getLogger("tensorflow").setLevel(max(level, logging.WARNING))
 
 
 def exit_on_user_error(function: Callable[[], Any]) -> Any:

@@ -26,7 +26,7 @@ from typing import Any, ClassVar, TypeVar
 
 from shared.errors import UserError
 
-STRATEGY_CHOICES = ("auto", "default", "mirrored")
+STRATEGY_CHOICES = ("auto", "default", "mirrored", "multiworker")
 
 ConfigT = TypeVar("ConfigT", bound="TrainConfig")
 
@@ -92,8 +92,9 @@ class TrainConfig:
     )
     strategy: str = option(
         "auto",
-        "Distribution: auto (all GPUs, else CPU), default (one device) or "
-        "mirrored (all GPUs, or all logical CPUs).",
+        "Distribution: auto (all GPUs, else CPU; multiworker when TF_CONFIG names 2+ "
+        "workers), default (one device), mirrored (all GPUs, or all logical CPUs) or "
+        "multiworker (the processes named by TF_CONFIG; see python -m shared.launch).",
         choices=STRATEGY_CHOICES,
     )
     quick: bool = option(False, "Tiny end-to-end run (seconds) for smoke tests.")

@@ -15,6 +15,11 @@ Every training run writes one folder (default ``runs/<project>/<UTC time>/``)::
     backup/         only while training: what a re-run resumes from
 
 ``runs/<project>/latest`` is a symlink to the newest finished run.
+
+Under multi-worker training only the chief writes there. Every other worker
+runs the same code against its own scratch folder (`worker_scratch_dir`,
+outside the run directory): its backup lets a re-launch resume it, and its
+final model lets the tests check that all workers agree.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import logging
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from shared.config import TrainConfig
+from shared.distribute import worker_role
 from shared.errors import UserError
 from shared.plots import plot_history
 from shared.saving import atomic_path, load_model, save_model
@@ -92,6 +99,10 @@ def software_versions() -> dict[str, Any]:
 
 def _timestamped_dir(project: str) -> Path:
     parent = RUNS_ROOT / project
+    # Workers started together by shared.launch share one stamp, hence one folder.
+    shared_stamp = os.environ.get("RUN_STAMP")
+    if shared_stamp:
+        return parent / shared_stamp
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     candidate = parent / stamp
     counter = 2
@@ -184,6 +195,17 @@ def _point_latest(run: Run) -> None:
     os.replace(temporary, link)
 
 
+def worker_scratch_dir(run_dir: str | os.PathLike, worker_index: int) -> Path:
+    """Where non-chief worker ``worker_index`` keeps its files for ``run_dir``.
+
+    A fixed place per run directory and worker (under the system's temporary
+    folder), so that re-launching the same command finds the worker's backup.
+    """
+    resolved = Path(run_dir).resolve()
+    name = str(resolved).strip(os.sep).replace(os.sep, "__")
+    return Path(tempfile.gettempdir()) / "keras-projects-workers" / name / f"worker-{worker_index}"
+
+
 def start_run(project: str, config: TrainConfig) -> Run:
     """Create (or reopen, to resume) the run directory for ``config``.
 
@@ -203,6 +225,9 @@ def start_run(project: str, config: TrainConfig) -> Run:
     """
     path = Path(config.run_dir) if config.run_dir else _timestamped_dir(project)
     settings = {"project": project, **config.to_dict(), "run_dir": str(path)}
+    is_chief, worker_index = worker_role()
+    if not is_chief:
+        path = worker_scratch_dir(path, worker_index)
     resumed = False
     if path.exists() and not path.is_dir():
         raise RunError(f"--run-dir {path} is a file, not a folder.")

@@ -25,7 +25,7 @@ from projects.cifar_cnn.model import (
 from projects.cifar_cnn.train import main as train_cifar
 from projects.cifar_cnn.train import precision_policy
 from shared.images import BUNDLED_SAMPLE, CIFAR10_CLASSES, load_bundled_sample
-from tests.helpers import REPO_ROOT, run_module
+from tests.helpers import REPO_ROOT, history_epochs, kill_after_first_epoch, run_module
 
 # (H, W), filter, stride, padding -> (OH, OW): the CNN lecture's five exercises.
 LECTURE_EXERCISES = [
@@ -259,3 +259,16 @@ def test_bad_data_dir_exits_with_a_clear_message(tmp_path):
     assert result.returncode == 2
     assert "picture.jpg is a file directly inside" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_killed_run_resumes_from_its_last_epoch(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["--quick", "--epochs", "4", "--model", "simple", "--run-dir", str(run_dir)]
+    kill_after_first_epoch("projects.cifar_cnn.train", args, run_dir)
+    assert 1 <= len(history_epochs(run_dir / "history.csv")) < 4
+
+    resumed = run_module("projects.cifar_cnn.train", *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Resuming the interrupted run" in resumed.stderr
+    assert history_epochs(run_dir / "history.csv") == list(range(4))
+    assert json.loads((run_dir / "metrics.json").read_text())["model"] == "simple"
