@@ -8,8 +8,10 @@ and ``predict`` fail under ``tf.distribute.MultiWorkerMirroredStrategy``:
    (``strategy.reduce("MEAN", batch)``). Under the multi-worker strategy that
    batch is a ``PerReplica`` value the reduction cannot convert ("Attempt to
    convert a value (PerReplica...)"); averaging is wrong for integer and string
-   inputs anyway. Building only needs shapes and dtypes, so one replica's local
-   batch is used instead.
+   inputs anyway, and drawing that batch starts the dataset once more, so a
+   dataset that reshuffles every epoch trains in a different order than without
+   a strategy. Building only needs shapes and dtypes: the fix takes them from
+   the dataset's element spec.
 2. ``reduce_per_replica(..., reduction="mean")`` reduces multi-worker values with
    ``strategy.reduce("MEAN", v, axis=0)``; the step's logs are scalars, which
    have no dimension 0 ("Invalid reduction dimension 0"). The fix averages
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import logging
 
-import tensorflow as tf
 from keras.src import tree
 from keras.src.backend.tensorflow import trainer as tensorflow_trainer
 
@@ -35,22 +36,15 @@ _ORIGINAL_REDUCE = tensorflow_trainer.reduce_per_replica
 _installed = False
 
 
-def _one_replica_batch(strategy: tf.distribute.Strategy, value):
-    if isinstance(value, tf.distribute.DistributedValues):
-        return strategy.experimental_local_results(value)[0]
-    return value
-
-
 def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-    """Keras's method, building from one replica's batch instead of the replicas' mean."""
+    """Keras's method, building from the dataset's element spec instead of a batch."""
     if self._distribute_strategy is None:
         return
     if iterator is not None:
-        for _, _, batches in iterator:
-            data_batch = tree.map_structure(
-                lambda value: _one_replica_batch(self.distribute_strategy, value), next(batches)
-            )
-            break
+        # Building needs only shapes and dtypes. Drawing a real batch (as Keras does)
+        # would also start, and so reshuffle, a dataset that reshuffles every epoch:
+        # the first epoch would then see the order of the second.
+        data_batch = iterator.data_adapter.get_tf_dataset().element_spec
     with self.distribute_strategy.scope():
         self._symbolic_build(data_batch=data_batch)
 

@@ -195,15 +195,18 @@ def _point_latest(run: Run) -> None:
     os.replace(temporary, link)
 
 
-def worker_scratch_dir(run_dir: str | os.PathLike, worker_index: int) -> Path:
+def worker_scratch_dir(
+    run_dir: str | os.PathLike, worker_index: int, temp_root: str | os.PathLike | None = None
+) -> Path:
     """Where non-chief worker ``worker_index`` keeps its files for ``run_dir``.
 
-    A fixed place per run directory and worker (under the system's temporary
-    folder), so that re-launching the same command finds the worker's backup.
+    A fixed place per run directory and worker, under ``temp_root`` (default:
+    the system's temporary folder, ``$TMPDIR``), so that re-launching the same
+    command finds the worker's backup.
     """
-    resolved = Path(run_dir).resolve()
-    name = str(resolved).strip(os.sep).replace(os.sep, "__")
-    return Path(tempfile.gettempdir()) / "keras-projects-workers" / name / f"worker-{worker_index}"
+    name = str(Path(run_dir).resolve()).strip(os.sep).replace(os.sep, "__")
+    root = Path(temp_root) if temp_root is not None else Path(tempfile.gettempdir())
+    return root / "keras-projects-workers" / name / f"worker-{worker_index}"
 
 
 def start_run(project: str, config: TrainConfig) -> Run:

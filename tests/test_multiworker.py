@@ -1,0 +1,228 @@
+"""Multi-worker training: TF_CONFIG parsing, the launcher, 2 localhost workers, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from projects.stock_lstm.config import StockConfig
+from projects.stock_lstm.train import main as train_stock
+from projects.xor_mlp.config import XorConfig
+from projects.xor_mlp.train import main as train_xor
+from shared.distribute import ClusterError, select_strategy, worker_count, worker_role
+from shared.launch import free_ports, tf_config
+from shared.runs import worker_scratch_dir
+from tests.helpers import REPO_ROOT, history_epochs
+
+XOR_SETTINGS = dict(seed=3, epochs=4, batch_size=16, repeats=16, numpy_epochs=10)
+STOCK_SETTINGS = dict(StockConfig.QUICK, seed=1)
+
+
+def flags(settings: dict) -> list[str]:
+    return [f"--{key.replace('_', '-')}={value}" for key, value in settings.items()]
+
+
+def launch(tmp_path: Path, module: str, *args: str, workers: int = 2, **popen):
+    """``python -m shared.launch --workers N -- python -m module args`` (scratch in tmp_path)."""
+    command = [sys.executable, "-m", "shared.launch", "--workers", str(workers), "--"]
+    command += [sys.executable, "-m", module, "--strategy", "multiworker", *args]
+    env = {**os.environ, "TMPDIR": str(tmp_path / "tmp"), "PYTHONUNBUFFERED": "1"}
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    if popen.pop("background", False):
+        return subprocess.Popen(command, cwd=REPO_ROOT, env=env, text=True, **popen)
+    return subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def scratch(tmp_path: Path, run_dir: Path, index: int) -> Path:
+    """Worker ``index``'s scratch folder in a launch made by `launch` (TMPDIR=tmp_path/tmp)."""
+    return worker_scratch_dir(run_dir, index, temp_root=tmp_path / "tmp")
+
+
+def assert_same_weights(left: Path, right: Path, rtol=0.0, atol=0.0) -> None:
+    weights_left = keras.models.load_model(left, compile=False).get_weights()
+    weights_right = keras.models.load_model(right, compile=False).get_weights()
+    for a, b in zip(weights_left, weights_right, strict=True):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
+def test_tf_config_parsing(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert worker_count() == 1 and worker_role() == (True, 0)
+    ports = free_ports(3)
+    assert len(set(ports)) == 3
+    monkeypatch.setenv("TF_CONFIG", tf_config(ports, 2))
+    assert json.loads(os.environ["TF_CONFIG"])["cluster"]["worker"][2] == f"localhost:{ports[2]}"
+    assert worker_count() == 3 and worker_role() == (False, 2)
+    monkeypatch.setenv("TF_CONFIG", tf_config(ports, 0))
+    assert worker_role() == (True, 0)
+    chief_cluster = {"chief": ["a:1"], "worker": ["b:1", "c:1"]}
+    monkeypatch.setenv(
+        "TF_CONFIG", json.dumps({"cluster": chief_cluster, "task": {"type": "worker", "index": 0}})
+    )
+    assert worker_count() == 3 and worker_role() == (False, 0)
+    for broken in ("not json", '{"task": {"type": "worker", "index": 5}}'):
+        monkeypatch.setenv("TF_CONFIG", broken)
+        with pytest.raises(ClusterError, match="TF_CONFIG"):
+            worker_role()
+
+
+def test_multiworker_without_tf_config_explains_how_to_launch(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ClusterError, match="python -m shared.launch"):
+        select_strategy("multiworker")
+
+
+def test_launcher_needs_a_command():
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.launch", "--workers", "2"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "give the training command after --" in result.stderr
+
+
+def test_two_workers_train_xor_like_one_process(tmp_path):
+    run_dir = tmp_path / "run"
+    result = launch(
+        tmp_path, "projects.xor_mlp.train", *flags(XOR_SETTINGS), "--run-dir", str(run_dir)
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "[worker 0]" in result.stdout and "[worker 1]" in result.stdout
+    assert "launch: all 2 workers finished." in result.stdout
+
+    # Only the chief wrote the run directory, and it is complete.
+    for name in ("config.json", "metrics.json", "history.csv", "model.keras", "best.keras"):
+        assert (run_dir / name).exists(), name
+    assert (run_dir / "plots" / "training_curves.png").exists()
+    assert not (run_dir / "backup").exists()
+    worker_dir = scratch(tmp_path, run_dir, 1)
+    assert worker_dir.is_dir() and run_dir not in worker_dir.parents
+    assert history_epochs(run_dir / "history.csv") == list(range(XOR_SETTINGS["epochs"]))
+    # Both workers end with the same weights.
+    assert_same_weights(run_dir / "model.keras", worker_dir / "model.keras")
+
+    single = train_xor(XorConfig(strategy="default", run_dir=str(tmp_path / "one"), **XOR_SETTINGS))
+    multi = json.loads((run_dir / "metrics.json").read_text())
+    np.testing.assert_allclose(
+        multi["mlp"]["probabilities"], single["mlp"]["probabilities"], rtol=1e-5, atol=1e-6
+    )
+    history_multi = np.genfromtxt(run_dir / "history.csv", delimiter=",", names=True)
+    history_single = np.genfromtxt(tmp_path / "one" / "history.csv", delimiter=",", names=True)
+    np.testing.assert_allclose(history_multi["loss"], history_single["loss"], rtol=1e-5)
+    assert_same_weights(run_dir / "model.keras", tmp_path / "one" / "model.keras", 1e-5, 1e-6)
+
+
+def test_two_workers_train_the_stock_forecaster_like_one_process(tmp_path):
+    run_dir = tmp_path / "run"
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    result = launch(
+        tmp_path,
+        "projects.stock_lstm.train",
+        *flags(STOCK_SETTINGS),
+        *cache,
+        "--run-dir",
+        str(run_dir),
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    for name in ("config.json", "metrics.json", "history.csv", "model.keras", "best.keras"):
+        assert (run_dir / name).exists(), name
+    assert_same_weights(run_dir / "model.keras", scratch(tmp_path, run_dir, 1) / "model.keras")
+
+    single = train_stock(
+        StockConfig(
+            strategy="default",
+            run_dir=str(tmp_path / "one"),
+            cache_dir=str(tmp_path / "cache"),
+            **STOCK_SETTINGS,
+        )
+    )
+    multi = json.loads((run_dir / "metrics.json").read_text())
+    np.testing.assert_allclose(
+        multi["test"]["model"]["rmse"], single["test"]["model"]["rmse"], rtol=1e-4
+    )
+    assert_same_weights(run_dir / "model.keras", tmp_path / "one" / "model.keras", 1e-4, 1e-5)
+
+
+def _worker_pid(launcher_pid: int, index: int) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            environment = (entry / "environ").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == launcher_pid and f'"index": {index}}}'.encode() in environment:
+            return int(entry.name)
+    return None
+
+
+def test_a_killed_worker_stops_the_launch_and_a_relaunch_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    settings = dict(XOR_SETTINGS, epochs=8)
+    args = [*flags(settings), "--run-dir", str(run_dir)]
+    launcher = launch(
+        tmp_path,
+        "projects.xor_mlp.train",
+        *args,
+        background=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 300
+    while not history_epochs(run_dir / "history.csv") and time.monotonic() < deadline:
+        assert launcher.poll() is None, "training ended before a worker could be killed"
+        time.sleep(0.05)
+    victim = _worker_pid(launcher.pid, 1)
+    assert victim is not None
+    os.kill(victim, signal.SIGKILL)
+    _, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode != 0
+    assert "worker 1 was killed by signal 9; stopping the other workers" in stderr
+    done = history_epochs(run_dir / "history.csv")
+    assert 1 <= len(done) < settings["epochs"]
+    assert not (run_dir / "metrics.json").exists()
+
+    resumed = launch(tmp_path, "projects.xor_mlp.train", *args)
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert "Resuming the interrupted run" in resumed.stdout
+    assert history_epochs(run_dir / "history.csv") == list(range(settings["epochs"]))
+    assert_same_weights(run_dir / "model.keras", scratch(tmp_path, run_dir, 1) / "model.keras")
+
+
+UNPATCHED_FIT = """
+import numpy as np, tensorflow as tf, keras
+strategy = tf.distribute.MultiWorkerMirroredStrategy()
+with strategy.scope():
+    inputs = keras.Input((2,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile("sgd", "mse")
+data = tf.data.Dataset.from_tensor_slices((np.ones((8, 2), "float32"), np.ones((8, 1), "float32")))
+model.fit(data.batch(4), epochs=1, verbose=0)
+print("UNPATCHED FIT WORKED")
+"""
+
+
+def test_keras_multiworker_fit_still_needs_our_patch(tmp_path):
+    """When this fails, keras-team/keras#20585 is fixed: delete shared/keras_patches.py."""
+    command = [sys.executable, "-m", "shared.launch", "--workers", "2", "--"]
+    command += [sys.executable, "-c", UNPATCHED_FIT]
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert "UNPATCHED FIT WORKED" not in result.stdout, (
+        "Keras's fit now works under MultiWorkerMirroredStrategy without shared/keras_patches.py"
+    )
+    assert result.returncode != 0
+    assert "PerReplica" in result.stdout or "Invalid reduction dimension" in result.stdout
