@@ -11,7 +11,7 @@ PROJECT ?= xor_mlp
 WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu test lint xor-mlp stock-lstm stock-lstm-forecast shakespeare shakespeare-generate bench-shakespeare cifar-cnn cifar-cnn-predict bench-cifar multiworker tensorboard clean
+.PHONY: help install install-gpu test lint xor-mlp stock-lstm stock-lstm-forecast shakespeare shakespeare-generate bench-shakespeare cifar-cnn cifar-cnn-predict bench-cifar multiworker bench-scaling tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -65,6 +65,9 @@ bench-cifar: $(INSTALLED) ## Print CNN training throughput and GFLOP/s against a
 
 multiworker: $(INSTALLED) ## Train PROJECT=<name> as WORKERS=N local workers (MultiWorkerMirroredStrategy)
 	$(BIN)/python -m shared.launch --workers $(WORKERS) -- $(BIN)/python -m projects.$(PROJECT).train $(ARGS)
+
+bench-scaling: $(INSTALLED) ## Print stock/Shakespeare throughput: 1 device, 2 replicas, 2 local workers
+	$(BIN)/python -m shared.bench_scaling $(ARGS)
 
 tensorboard: $(INSTALLED) ## Serve TensorBoard for everything under runs/
 	$(BIN)/tensorboard --logdir runs $(ARGS)

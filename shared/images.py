@@ -11,8 +11,8 @@ Sources, in order (one log line names the one used):
    ``image_dataset_from_directory`` and torchvision's ``ImageFolder``);
 2. ``keras.datasets.cifar10.load_data()``: the official 50,000/10,000 split
    (downloaded once into ``~/.keras/datasets``);
-3. ``shared/datasets/cifar10-sample.tar.gz``: 5,000 real CIFAR-10 training
-   images (500 per class, JPEG), so the projects run without internet.
+3. ``shared/datasets/cifar10-sample.tar.gz``: 4,000 real CIFAR-10 training
+   images (400 per class, JPEG), so the projects run without internet.
 
 Without a test split, a seeded, class-balanced validation split is held out
 from the training images. Images are decoded once, here; the training

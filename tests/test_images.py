@@ -42,8 +42,8 @@ def make_folder(root: Path, classes=("cat", "dog", "frog"), per_class=10, test_p
 def test_bundled_sample_is_real_class_balanced_cifar10():
     assert BUNDLED_SAMPLE.stat().st_size < 3_000_000
     pixels, labels = load_bundled_sample(32)
-    assert pixels.shape == (5000, 32, 32, 3) and pixels.dtype == np.uint8
-    assert np.bincount(labels).tolist() == [500] * 10
+    assert pixels.shape == (4000, 32, 32, 3) and pixels.dtype == np.uint8
+    assert np.bincount(labels).tolist() == [400] * 10
     with tarfile.open(BUNDLED_SAMPLE) as archive:
         names = archive.getnames()
     assert all(name.startswith(("train/",)) for name in names)
@@ -66,8 +66,8 @@ def test_offline_cifar10_falls_back_to_the_bundled_sample(monkeypatch, caplog):
         data = load_image_data(None, 32, 0.1, seed=0)
     assert data.class_names == CIFAR10_CLASSES
     assert data.held_out_split == "validation"
-    assert len(data.train_labels) == 4500 and len(data.held_out_labels) == 500
-    assert np.bincount(data.held_out_labels).tolist() == [50] * 10
+    assert len(data.train_labels) == 3600 and len(data.held_out_labels) == 400
+    assert np.bincount(data.held_out_labels).tolist() == [40] * 10
     source_lines = [record.message for record in caplog.records if "Images:" in record.message]
     assert len(source_lines) == 1
     assert "bundled CIFAR-10 sample" in source_lines[0]

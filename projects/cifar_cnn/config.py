@@ -15,12 +15,12 @@ class CifarConfig(TrainConfig):
 
     QUICK = {"epochs": 1, "width": 8, "max_train_images": 512, "batch_size": 64}
 
-    epochs: int = option(18, "Passes over the training images.", minimum=1)
+    epochs: int = option(22, "Passes over the training images.", minimum=1)
     batch_size: int = option(256, "Global batch size.", minimum=1)
     data_dir: str = option(
         "",
         "Image folder DIR/train/<class>/* [+ DIR/test/<class>/*]; default: CIFAR-10 "
-        "(download, else the bundled 5,000-image sample).",
+        "(download, else the bundled 4,000-image sample).",
     )
     image_size: int = option(32, "Images are resized to this many pixels square.", minimum=8)
     validation_fraction: float = option(

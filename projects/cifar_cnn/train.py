@@ -6,7 +6,7 @@
     python -m projects.cifar_cnn.train --quick              # seconds, for smoke tests
 
 Without --data-dir the run uses CIFAR-10 from ``keras.datasets`` (downloaded
-once) or, offline, the bundled 5,000-image sample. The training log prints every
+once) or, offline, the bundled 4,000-image sample. The training log prints every
 layer's output shape and parameter count and the convolution arithmetic of each
 conv and pooling layer. At the end the run scores the held-out images (the test
 split, or a seeded validation split when there is none): accuracy, per-class
@@ -232,7 +232,7 @@ def plot_examples(images, labels, probabilities, class_names, path, seed: int, c
     chosen = np.sort(rng.choice(len(labels), size=min(count, len(labels)), replace=False))
     columns = 8
     rows = -(-len(chosen) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 1.9), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 2.1), squeeze=False)
     for axis in axes.ravel():
         axis.axis("off")
     for axis, index in zip(axes.ravel(), chosen, strict=False):
