@@ -6,6 +6,8 @@
    epoch's logs, so the callbacks after it (CSV, TensorBoard, History) see them.
 2. ``BackupAndRestore`` saves weights, optimizer state and the epoch number
    after every epoch; re-running the same command resumes from there.
+   Under multi-worker training `ChiefStateSync` then gives every worker the
+   chief's restored state, so that all workers resume from the same epoch.
 3. `BestModelCheckpoint` keeps the best model so far in ``best.keras``, saved
    atomically.
 4. `ResumableCSVLogger` appends one row per epoch to ``history.csv``.
@@ -23,7 +25,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import keras
+import tensorflow as tf
 
+from shared.distribute import worker_role
+from shared.errors import UserError
 from shared.saving import save_model
 
 log = logging.getLogger(__name__)
@@ -150,6 +155,73 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         self.state_path.write_text(json.dumps(state, indent=2) + "\n")
 
 
+class BackupError(UserError):
+    """A run's backup cannot be read."""
+
+
+class CheckedBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """``BackupAndRestore`` that explains a damaged backup instead of crashing in h5py.
+
+    Keras already falls back to the previous epoch's backup
+    (``double_checkpoint``); this handles the rest: a process killed while
+    writing its first backup. A non-chief worker then starts afresh
+    (`ChiefStateSync` gives it the chief's state); otherwise the run stops with
+    a message saying what to delete.
+    """
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        try:
+            super().on_train_begin(logs)
+        except OSError as error:
+            is_chief, _ = worker_role()
+            if is_chief:
+                raise BackupError(
+                    f"the backup in {self.backup_dir} cannot be read ({error}); the process "
+                    "was probably killed while writing it. Delete that folder to start this "
+                    "run again from the first epoch."
+                ) from None
+            log.warning("Own backup unreadable (%s); taking the chief's state instead", error)
+            self.model._initial_epoch = None
+
+
+class ChiefStateSync(keras.callbacks.Callback):
+    """Copy the chief's weights, optimizer state and start epoch to every worker.
+
+    Each worker restores its own backup, and a worker killed between finishing
+    an epoch and writing its backup restores an older epoch than the others;
+    the workers would then run different steps and their collective ops would
+    fail. After this callback every worker holds the chief's (worker 0's)
+    state. Does nothing unless the model trains under
+    ``MultiWorkerMirroredStrategy``.
+    """
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        strategy = self.model.distribute_strategy
+        if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            return
+        variables = [
+            variable
+            for variable in [*self.model.variables, *self.model.optimizer.variables]
+            if variable.dtype != "string"
+        ]
+        epoch = tf.constant(self.model._initial_epoch or 0, tf.int64)
+        values = [epoch, *(tf.convert_to_tensor(variable.value) for variable in variables)]
+
+        def from_replica_zero():
+            # Replica 0 is the chief's first device; every other replica adds zeros.
+            context = tf.distribute.get_replica_context()
+            is_first = tf.equal(context.replica_id_in_sync_group, 0)
+            return context.all_reduce(
+                "SUM", [value * tf.cast(is_first, value.dtype) for value in values]
+            )
+
+        synced = strategy.experimental_local_results(strategy.run(from_replica_zero))[0]
+        self.model._initial_epoch = int(synced[0]) or None
+        for variable, value in zip(variables, synced[1:], strict=True):
+            variable.assign(value)
+        log.info("Workers synchronised to the chief's state (start epoch %d)", int(synced[0]))
+
+
 def standard_callbacks(
     run_dir: str | Path,
     examples_per_epoch: int,
@@ -177,7 +249,8 @@ def standard_callbacks(
     return [
         EpochTimer(examples_per_epoch),
         *log_extras,
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
+        CheckedBackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
+        ChiefStateSync(),
         BestModelCheckpoint(run_dir / "best.keras", monitor, mode, saved_model),
         ResumableCSVLogger(run_dir / "history.csv"),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
