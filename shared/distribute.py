@@ -160,3 +160,20 @@ def _multiworker() -> tf.distribute.MultiWorkerMirroredStrategy:
         " (chief)" if is_chief else "",
     )
     return strategy
+
+
+def wait_for_all_workers() -> None:
+    """Return once every worker has called this (no-op without a multi-worker strategy).
+
+    Workers finish training together but then work alone (the chief saves the
+    model and plots). Without this barrier a worker that exits first makes the
+    others log "The tasks have crashed".
+    """
+    strategy = _STRATEGIES.get(("multiworker", ()))
+    if strategy is None:
+        return
+
+    def one():
+        return tf.distribute.get_replica_context().all_reduce("SUM", tf.constant(1.0))
+
+    strategy.run(one)

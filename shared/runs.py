@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -41,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from shared.config import TrainConfig
-from shared.distribute import worker_role
+from shared.distribute import wait_for_all_workers, worker_role
 from shared.errors import UserError
 from shared.plots import plot_history
 from shared.saving import atomic_path, load_model, save_model
@@ -157,6 +158,7 @@ class Run:
             timing.update(_throughput_summary(history))
         write_json(self.path / "timing.json", timing)
         _point_latest(self)
+        wait_for_all_workers()
         log.info("Run directory: %s", self.path)
         if self._log_handler is not None:
             root = logging.getLogger()
@@ -231,6 +233,13 @@ def start_run(project: str, config: TrainConfig) -> Run:
     is_chief, worker_index = worker_role()
     if not is_chief:
         path = worker_scratch_dir(path, worker_index)
+        # The chief decides whether this run is new, resumed or refused; a worker's
+        # scratch folder left from a finished or different run is simply replaced.
+        saved = path / "config.json"
+        if (path / "metrics.json").exists() or (
+            saved.exists() and json.loads(saved.read_text()) != settings
+        ):
+            shutil.rmtree(path)
     resumed = False
     if path.exists() and not path.is_dir():
         raise RunError(f"--run-dir {path} is a file, not a folder.")
