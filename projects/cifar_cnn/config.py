@@ -15,7 +15,7 @@ class CifarConfig(TrainConfig):
 
     QUICK = {"epochs": 1, "width": 8, "max_train_images": 512, "batch_size": 64}
 
-    epochs: int = option(22, "Passes over the training images.", minimum=1)
+    epochs: int = option(18, "Passes over the training images.", minimum=1)
     batch_size: int = option(256, "Global batch size.", minimum=1)
     data_dir: str = option(
         "",
