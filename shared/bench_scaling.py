@@ -99,13 +99,13 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     print("\nTraining throughput, same global batch, 2 CPU cores (median after epoch 1):")
-    print(f"{'project':12s} {'strategy':55s} {'throughput':>14s} {'vs 1 device':>12s}")
+    print(f"{'project':12s} {'strategy':55s} {'throughput':>21s} {'vs 1 device':>12s}")
     for project in args.projects:
         baseline = results[(project, "default")]
         for mode, label in MODES.items():
             value = results[(project, mode)]
             print(
-                f"{project:12s} {label:55s} {value:>8.0f} {UNITS[project]:>5s} "
+                f"{project:12s} {label:55s} {value:>8.0f} {UNITS[project]:<12s} "
                 f"{value / baseline:>11.2f}x"
             )
     print(json.dumps({f"{p}/{m}": round(v, 1) for (p, m), v in results.items()}))
