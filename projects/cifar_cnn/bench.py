@@ -2,7 +2,7 @@
 
     python -m projects.cifar_cnn.bench        # or: make bench-cifar
 
-Prints, at the default batch size, on the real input pipeline (bundled
+Prints, at the batch size of a full-data run (256), on the real input pipeline (bundled
 images, augmentation included) and after a warm-up that excludes tracing:
 
 * images per second of training the default model (ResNet-9, width 32) and the
@@ -34,6 +34,7 @@ from projects.cifar_cnn.model import (
     channel_statistics,
     compile_classifier,
 )
+from projects.cifar_cnn.train import REFERENCE_BATCH_SIZE
 from shared.cli import setup_logging
 from shared.images import load_bundled_sample
 
@@ -81,13 +82,14 @@ def main() -> None:
     args = parser.parse_args()
     setup_logging()
     config = CifarConfig()
+    batch_size = config.batch_size or REFERENCE_BATCH_SIZE
     images, labels = load_bundled_sample(config.image_size)
     mean, variance = channel_statistics(images)
     data = training_dataset(
         images,
         labels,
         10,
-        config.batch_size,
+        batch_size,
         augmentation(config.translate, config.flip, config.seed),
         config.seed,
     ).repeat()
@@ -98,13 +100,13 @@ def main() -> None:
     ):
         model = build_classifier(architecture, 10, config.image_size, width, mean, variance)
         compile_classifier(model, 0.01, 0.9, config.weight_decay, config.label_smoothing)
-        per_second = training_throughput(model, data, args.steps, config.batch_size)
+        per_second = training_throughput(model, data, args.steps, batch_size)
         flops = forward_flops(model)
         rows.append((label, model.count_params(), flops, per_second))
         log.info("%s: %.0f images/s", label, per_second)
     peak = matmul_gflops()
 
-    print(f"\nTraining throughput, batch {config.batch_size}, {args.steps} timed steps, float32:")
+    print(f"\nTraining throughput, batch {batch_size}, {args.steps} timed steps, float32:")
     print(f"{'model':38s} {'params':>10s} {'MFLOP/img':>10s} {'images/s':>9s} {'GFLOP/s':>8s}")
     for label, parameters, flops, per_second in rows:
         achieved = 3 * flops * per_second / 1e9

@@ -16,7 +16,12 @@ class CifarConfig(TrainConfig):
     QUICK = {"epochs": 1, "width": 8, "max_train_images": 512, "batch_size": 64}
 
     epochs: int = option(18, "Passes over the training images.", minimum=1)
-    batch_size: int = option(256, "Global batch size.", minimum=1)
+    batch_size: int = option(
+        0,
+        "Global batch size; 0: 256, or for small datasets the largest power of two that "
+        "still gives an epoch 50 steps.",
+        minimum=0,
+    )
     data_dir: str = option(
         "",
         "Image folder DIR/train/<class>/* [+ DIR/test/<class>/*]; default: CIFAR-10 "
@@ -42,7 +47,11 @@ class CifarConfig(TrainConfig):
         32, "Filters of the first conv layer of vgg/resnet (later stages double).", minimum=1
     )
     learning_rate: float = option(
-        0.2, "Peak SGD (Nesterov) learning rate.", minimum=0.0, exclusive_minimum=True
+        0.2,
+        "Peak SGD (Nesterov) learning rate for a batch of 256; scaled in proportion to the "
+        "batch size (the linear scaling rule).",
+        minimum=0.0,
+        exclusive_minimum=True,
     )
     lr_schedule: str = option(
         "cosine",
