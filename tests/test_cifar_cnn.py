@@ -22,8 +22,12 @@ from projects.cifar_cnn.model import (
     same_padding,
     window_layers,
 )
+from projects.cifar_cnn.train import (
+    choose_batch_size,
+    learning_rate_schedule,
+    precision_policy,
+)
 from projects.cifar_cnn.train import main as train_cifar
-from projects.cifar_cnn.train import precision_policy
 from shared.images import BUNDLED_SAMPLE, CIFAR10_CLASSES, load_bundled_sample
 from tests.helpers import REPO_ROOT, history_epochs, kill_after_first_epoch, run_module
 
@@ -272,3 +276,29 @@ def test_killed_run_resumes_from_its_last_epoch(tmp_path):
     assert "Resuming the interrupted run" in resumed.stderr
     assert history_epochs(run_dir / "history.csv") == list(range(4))
     assert json.loads((run_dir / "metrics.json").read_text())["model"] == "simple"
+
+
+@pytest.mark.parametrize(
+    ("requested", "images", "expected"),
+    [
+        (0, 45_000, 256),
+        (0, 3_600, 64),
+        (0, 12_800, 256),
+        (0, 12_799, 128),
+        (0, 100, 8),
+        (0, 5, 5),
+        (100, 3_600, 100),
+        (512, 300, 300),
+    ],
+)
+def test_automatic_batch_size_gives_an_epoch_50_steps(requested, images, expected):
+    assert choose_batch_size(requested, images) == expected
+
+
+def test_learning_rate_is_scaled_with_the_batch_size():
+    config = CifarConfig(learning_rate=0.2, epochs=2, warmup_epochs=1.0)
+    schedule = learning_rate_schedule(config, batch_size=64, steps_per_epoch=10)
+    assert float(schedule(10)) == pytest.approx(0.05)  # peak, at the end of warm-up
+    assert float(schedule(0)) == pytest.approx(0.0)
+    constant = CifarConfig(learning_rate=0.2, lr_schedule="constant")
+    assert learning_rate_schedule(constant, batch_size=512, steps_per_epoch=10) == 0.4
