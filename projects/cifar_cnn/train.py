@@ -84,9 +84,14 @@ def choose_batch_size(requested: int, train_images: int) -> int:
     return min(batch_size, train_images)
 
 
+def peak_learning_rate(config: CifarConfig, batch_size: int) -> float:
+    """``--learning-rate`` scaled from a batch of 256 to ``batch_size`` (linear scaling rule)."""
+    return config.learning_rate * batch_size / REFERENCE_BATCH_SIZE
+
+
 def learning_rate_schedule(config: CifarConfig, batch_size: int, steps_per_epoch: int):
     """Linear warm-up to the (batch-scaled) peak, then cosine decay to zero, or constant."""
-    peak = config.learning_rate * batch_size / REFERENCE_BATCH_SIZE
+    peak = peak_learning_rate(config, batch_size)
     if config.lr_schedule == "constant":
         return peak
     total_steps = steps_per_epoch * config.epochs
@@ -119,7 +124,7 @@ def main(config: CifarConfig) -> dict:
         "Batch size %d (%d steps per epoch), peak learning rate %.4g (--learning-rate %g x %d/%d)",
         batch_size,
         steps_per_epoch,
-        config.learning_rate * batch_size / REFERENCE_BATCH_SIZE,
+        peak_learning_rate(config, batch_size),
         config.learning_rate,
         batch_size,
         REFERENCE_BATCH_SIZE,
