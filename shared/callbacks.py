@@ -11,7 +11,8 @@
 3. `BestModelCheckpoint` keeps the best model so far in ``best.keras``, saved
    atomically.
 4. `ResumableCSVLogger` appends one row per epoch to ``history.csv``.
-5. ``TensorBoard`` and ``TerminateOnNaN``.
+5. ``TensorBoard`` and `StopOnInvalidLoss` (Keras's ``TerminateOnNaN`` with
+   a log line that says what to do).
 """
 
 from __future__ import annotations
@@ -222,6 +223,39 @@ class ChiefStateSync(keras.callbacks.Callback):
         log.info("Workers synchronised to the chief's state (start epoch %d)", int(synced[0]))
 
 
+class StopOnInvalidLoss(keras.callbacks.TerminateOnNaN):
+    """Stop training at the first batch whose loss is NaN or infinite, and say why.
+
+    Keras's ``TerminateOnNaN`` prints one terse line; this logs the epoch, the
+    batch and the usual fixes. Training then ends normally (``on_train_end``
+    runs), so the run still writes its history and metrics. Under multi-worker
+    training the loss in the batch logs is already reduced across workers, so
+    every worker sees the same value and stops at the same batch: none is left
+    waiting in a collective for the others.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
+
+    def on_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is None or math.isfinite(float(loss)):
+            return
+        log.warning(
+            "Training stopped: the loss became %s at epoch %d, batch %d. The weights are "
+            "no longer usable; lower --learning-rate, or look for NaN or infinite values "
+            "in the data.",
+            float(loss),
+            self._epoch + 1,
+            batch + 1,
+        )
+        self.model.stop_training = True
+
+
 def standard_callbacks(
     run_dir: str | Path,
     examples_per_epoch: int,
@@ -254,5 +288,5 @@ def standard_callbacks(
         BestModelCheckpoint(run_dir / "best.keras", monitor, mode, saved_model),
         ResumableCSVLogger(run_dir / "history.csv"),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
-        keras.callbacks.TerminateOnNaN(),
+        StopOnInvalidLoss(),
     ]

@@ -156,6 +156,43 @@ def test_two_workers_train_the_stock_forecaster_like_one_process(tmp_path):
     assert_same_weights(run_dir / "model.keras", tmp_path / "one" / "model.keras", 1e-4, 1e-5)
 
 
+def test_an_invalid_loss_stops_training_on_every_worker(tmp_path):
+    # A learning rate of 1e30 sends the forecaster's weights to ~1e30 after one
+    # Adam step, so its squared error overflows float32 within the first epoch.
+    run_dir = tmp_path / "run"
+    settings = dict(STOCK_SETTINGS, epochs=4, patience=50, learning_rate=1e30)
+    result = launch(
+        tmp_path,
+        "projects.stock_lstm.train",
+        *flags(settings),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--run-dir",
+        str(run_dir),
+    )
+    # Both workers stopped at the same batch and finished normally: a worker
+    # that kept training would wait forever for the other in an all-reduce.
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "launch: all 2 workers finished." in result.stdout
+    stops = {}
+    for line in result.stdout.splitlines():
+        if "Training stopped: the loss became" in line:
+            worker = line.split("]")[0] + "]"
+            stops[worker] = line.split("loss became ")[1].split(".")[0]
+    assert set(stops) == {"[worker 0]", "[worker 1]"}, result.stdout[-3000:]
+    assert stops["[worker 0]"] == stops["[worker 1]"]
+
+    done = history_epochs(run_dir / "history.csv")
+    assert done == [0], "training should stop in the epoch where the loss overflowed"
+    history = np.genfromtxt(run_dir / "history.csv", delimiter=",", names=True)
+    assert not np.all(np.isfinite(np.atleast_1d(history["loss"])))
+    # The run still ends properly on the chief, but no epoch was good enough
+    # for a best model, and the backup is cleaned up as after any finished run.
+    assert (run_dir / "metrics.json").exists()
+    assert not (run_dir / "best.keras").exists()
+    assert not (run_dir / "backup").exists()
+
+
 def _worker_pid(launcher_pid: int, index: int) -> int | None:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():

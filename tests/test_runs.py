@@ -148,7 +148,7 @@ def test_csv_logger_drops_rows_of_epochs_that_are_trained_again(tmp_path):
     assert rows[1]["loss"] == "3.0" and rows[2]["loss"] != "2.0"
 
 
-def test_terminate_on_nan_stops_training(tmp_path):
+def test_an_invalid_loss_stops_training_and_says_why(tmp_path, caplog):
     model, x, y = tiny_regression()
     model.compile(optimizer=keras.optimizers.SGD(learning_rate=1e6), loss="mse")
     history = model.fit(
@@ -162,3 +162,5 @@ def test_terminate_on_nan_stops_training(tmp_path):
     losses = history.history["loss"]
     assert len(losses) < 20
     assert not np.isfinite(losses[-1])
+    assert f"Training stopped: the loss became {losses[-1]} at epoch {len(losses)}" in caplog.text
+    assert "lower --learning-rate" in caplog.text
