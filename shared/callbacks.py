@@ -4,23 +4,23 @@
 
 1. `EpochTimer` adds ``epoch_seconds`` and ``examples_per_second`` to the
    epoch's logs, so the callbacks after it (CSV, TensorBoard, History) see them.
-2. ``BackupAndRestore`` saves weights, optimizer state and the epoch number
-   after every epoch; re-running the same command resumes from there.
+2. `RunCheckpoint` records the epoch: its row of ``history.csv``, the best
+   model so far (``best.keras``) and the backup a re-run resumes from (weights,
+   optimizer state, epoch number), all made consistent by one atomic commit.
    Under multi-worker training `ChiefStateSync` then gives every worker the
    chief's restored state, so that all workers resume from the same epoch.
-3. `BestModelCheckpoint` keeps the best model so far in ``best.keras``, saved
-   atomically.
-4. `ResumableCSVLogger` appends one row per epoch to ``history.csv``.
-5. ``TensorBoard`` and `StopOnInvalidLoss` (Keras's ``TerminateOnNaN`` with
+3. ``TensorBoard`` and `StopOnInvalidLoss` (Keras's ``TerminateOnNaN`` with
    a log line that says what to do).
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import datetime as dt
 import logging
 import math
+import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,13 +30,17 @@ import tensorflow as tf
 
 from shared.distribute import worker_role
 from shared.errors import UserError
-from shared.saving import save_model
+from shared.saving import RunFileError, atomic_path, read_json, save_model, write_json
 
 log = logging.getLogger(__name__)
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Record wall time and throughput of each epoch in the epoch logs.
+    """Record wall time and throughput of each epoch in the epoch logs; log time left.
+
+    After each epoch one log line says how long the remaining epochs should
+    take (from the median epoch so far, so the first epoch's compilation does
+    not dominate) and when training should finish.
 
     Args:
         examples_per_epoch: Training examples seen in one epoch.
@@ -46,6 +50,10 @@ class EpochTimer(keras.callbacks.Callback):
         super().__init__()
         self.examples_per_epoch = examples_per_epoch
         self._started = 0.0
+        self._durations: list[float] = []
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._durations = []
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._started = time.perf_counter()
@@ -56,67 +64,72 @@ class EpochTimer(keras.callbacks.Callback):
         seconds = time.perf_counter() - self._started
         logs["epoch_seconds"] = seconds
         logs["examples_per_second"] = self.examples_per_epoch / max(seconds, 1e-9)
+        self._durations.append(seconds)
+        total = self.params.get("epochs") if self.params else None
+        if total and epoch + 1 < total:
+            recent = sorted(self._durations[1:] or self._durations)
+            left = recent[len(recent) // 2] * (total - epoch - 1)
+            finish = dt.datetime.now() + dt.timedelta(seconds=left)
+            log.info(
+                "Epoch %d/%d took %s; about %s left (done around %s)",
+                epoch + 1,
+                total,
+                _duration(seconds),
+                _duration(left),
+                f"{finish:%H:%M}",
+            )
 
 
-class ResumableCSVLogger(keras.callbacks.CSVLogger):
-    """``CSVLogger(append=True)`` that never records an epoch twice.
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3.5 min`` or ``1.2 h``."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
 
-    When training resumes at epoch N (``BackupAndRestore`` restored N), rows for
-    epochs >= N can exist if the process died after logging an epoch but
-    before backing it up; they are dropped before that epoch is trained again.
+
+class BackupError(UserError):
+    """A run's backup cannot be read."""
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """The epoch's record, best model and backup, made consistent by one atomic commit.
+
+    At the end of every epoch, in this order:
+
+    1. the training state (weights and optimizer) goes to
+       ``backup/state-<epochs done>.weights.h5``, and, when ``monitor``
+       improved, the whole model to ``backup/best-<epoch>.keras``;
+    2. ``backup/state.json`` is replaced atomically: the number of epochs done,
+       the name of that weights file, every epoch's log row so far and the best
+       epoch. This rename is the commit: a process killed before it resumes
+       from the previous epoch, one killed after it from this one;
+    3. what the commit describes is published: the best model is moved to
+       ``best.keras`` (with ``best.json``), ``history.csv`` is rewritten from the
+       rows, and files no longer referenced are deleted.
+
+    Every write goes through a temporary file and a rename, so a SIGKILL at
+    any instant leaves either the old or the new version of each file. On
+    resume (``on_train_begin``) the committed state is loaded and published
+    again, so ``history.csv`` and ``best.keras`` match the epoch training
+    restarts from: each epoch is in ``history.csv`` exactly once, and the best
+    model is one of the recorded epochs. Once training ends, ``backup/`` is
+    deleted.
 
     Args:
-        filename: The CSV file.
-    """
-
-    def __init__(self, filename: str | Path):
-        super().__init__(str(filename), append=True)
-        self._checked = False
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        self._checked = False
-        super().on_train_begin(logs)
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        if self._checked:
-            return
-        self._checked = True
-        path = Path(self.filename)
-        if not path.exists():
-            return
-        with path.open(newline="") as handle:
-            rows = list(csv.reader(handle))
-        if len(rows) <= 1:
-            return
-        header, body = rows[0], rows[1:]
-        kept = [row for row in body if row and int(row[0]) < epoch]
-        if len(kept) == len(body):
-            return
-        log.info("history.csv: dropping %d row(s) from before the resume", len(body) - len(kept))
-        self.csv_file.close()
-        with path.open("w", newline="") as handle:
-            csv.writer(handle).writerows([header, *kept])
-        self.csv_file = open(path, "a")  # noqa: SIM115 - closed by on_train_end
-        self.append_header = False
-
-
-class BestModelCheckpoint(keras.callbacks.Callback):
-    """Save the model whenever ``monitor`` improves, atomically.
-
-    The best value so far is kept beside the model (``<name>.json``), so a
-    resumed run keeps comparing against it rather than starting over.
-
-    Args:
-        path: The ``.keras`` file to write.
-        monitor: The log key to watch, e.g. ``val_loss``.
+        run_dir: The run directory.
+        monitor: The log key that decides the best model, e.g. ``val_loss``.
         mode: ``min`` or ``max``.
-        saved_model: The model to write, when it is not the one being trained
-            (e.g. a wrapper that adds preprocessing around it).
+        saved_model: The model ``best.keras`` holds, when it is not the one being
+            trained (e.g. a wrapper that adds preprocessing around it).
     """
 
     def __init__(
         self,
-        path: str | Path,
+        run_dir: str | Path,
         monitor: str = "val_loss",
         mode: str = "min",
         saved_model: keras.Model | None = None,
@@ -124,65 +137,143 @@ class BestModelCheckpoint(keras.callbacks.Callback):
         super().__init__()
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-        self.path = Path(path)
-        self.state_path = self.path.with_suffix(".json")
+        self.run_dir = Path(run_dir)
+        self.backup_dir = self.run_dir / "backup"
         self.monitor = monitor
         self.mode = mode
-        self.best = math.inf if mode == "min" else -math.inf
         self.saved_model = saved_model
+        self.state: dict = {"epochs_done": 0, "weights": None, "rows": [], "best": None}
+
+    # -- resuming ---------------------------------------------------------------------------
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        if self.state_path.exists() and self.path.exists():
-            state = json.loads(self.state_path.read_text())
-            if state.get("monitor") == self.monitor:
-                self.best = state["value"]
-
-    def _improved(self, value: float) -> bool:
-        return value < self.best if self.mode == "min" else value > self.best
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        value = (logs or {}).get(self.monitor)
-        if value is None:
-            raise KeyError(
-                f"BestModelCheckpoint monitors {self.monitor!r}, which is not among "
-                f"the logged metrics {sorted(logs or {})}"
-            )
-        value = float(value)
-        if math.isnan(value) or not self._improved(value):
+        state_file = self.backup_dir / "state.json"
+        if not state_file.exists():
+            self.state = {"epochs_done": 0, "weights": None, "rows": [], "best": None}
             return
-        self.best = value
-        save_model(self.saved_model or self.model, self.path)
-        state = {"monitor": self.monitor, "value": value, "epoch": epoch}
-        self.state_path.write_text(json.dumps(state, indent=2) + "\n")
-
-
-class BackupError(UserError):
-    """A run's backup cannot be read."""
-
-
-class CheckedBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """``BackupAndRestore`` that explains a damaged backup instead of crashing in h5py.
-
-    Keras already falls back to the previous epoch's backup
-    (``double_checkpoint``); this handles the rest: a process killed while
-    writing its first backup. A non-chief worker then starts afresh
-    (`ChiefStateSync` gives it the chief's state); otherwise the run stops with
-    a message saying what to delete.
-    """
-
-    def on_train_begin(self, logs: dict | None = None) -> None:
         try:
-            super().on_train_begin(logs)
-        except OSError as error:
+            state = read_json(state_file)
+            self.model.load_weights(self.backup_dir / state["weights"])
+        except (RunFileError, OSError, KeyError, ValueError) as error:
             is_chief, _ = worker_role()
             if is_chief:
                 raise BackupError(
-                    f"the backup in {self.backup_dir} cannot be read ({error}); the process "
-                    "was probably killed while writing it. Delete that folder to start this "
-                    "run again from the first epoch."
+                    f"the backup in {self.backup_dir} cannot be read ({error}). Delete that "
+                    "folder to start this run again from the first epoch."
                 ) from None
             log.warning("Own backup unreadable (%s); taking the chief's state instead", error)
-            self.model._initial_epoch = None
+            self.state = {"epochs_done": 0, "weights": None, "rows": [], "best": None}
+            return
+        self.state = state
+        self.model._initial_epoch = state["epochs_done"]
+        self._publish()
+        log.info("Resumed after epoch %d (of the backup in %s)", state["epochs_done"], state_file)
+
+    # -- every epoch ------------------------------------------------------------------------
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = dict(logs or {})
+        if self.monitor not in logs:
+            raise KeyError(
+                f"RunCheckpoint monitors {self.monitor!r}, which is not among the logged "
+                f"metrics {sorted(logs)}"
+            )
+        row = {"epoch": epoch, **{key: _plain(value) for key, value in logs.items()}}
+        state = {
+            "epochs_done": epoch + 1,
+            "weights": self._save_weights(epoch + 1),
+            "rows": [*(r for r in self.state["rows"] if r["epoch"] < epoch), row],
+            "best": self.state["best"],
+            "monitor": self.monitor,
+        }
+        value = float(logs[self.monitor])
+        if self._improved(value):
+            state["best"] = {
+                "monitor": self.monitor,
+                "value": value,
+                "epoch": epoch,
+                "file": self._save_best_candidate(epoch),
+            }
+        self._commit(state)
+        self._publish()
+
+    def _improved(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        best = self.state["best"]
+        if best is None:
+            return True
+        return value < best["value"] if self.mode == "min" else value > best["value"]
+
+    def _save_weights(self, epochs_done: int) -> str:
+        name = f"state-{epochs_done}.weights.h5"
+        with atomic_path(self.backup_dir / name) as temporary:
+            self.model.save_weights(temporary)
+        return name
+
+    def _save_best_candidate(self, epoch: int) -> str:
+        name = f"best-{epoch}.keras"
+        save_model(self.saved_model or self.model, self.backup_dir / name)
+        return name
+
+    def _commit(self, state: dict) -> None:
+        write_json(self.backup_dir / "state.json", state)
+        self.state = state
+
+    def _publish(self) -> None:
+        self._publish_best()
+        self._publish_history()
+        self._remove_unreferenced()
+
+    def _publish_best(self) -> None:
+        best = self.state["best"]
+        if best is None:
+            return
+        candidate = self.backup_dir / best["file"]
+        if candidate.exists():  # else: published before the process was stopped
+            os.replace(candidate, self.run_dir / "best.keras")
+        record = {key: best[key] for key in ("monitor", "value", "epoch")}
+        best_json = self.run_dir / "best.json"
+        if not best_json.exists() or _read_or_none(best_json) != record:
+            write_json(best_json, record)
+
+    def _publish_history(self) -> None:
+        rows = self.state["rows"]
+        if not rows:
+            return
+        keys = sorted({key for row in rows for key in row} - {"epoch"})
+        with (
+            atomic_path(self.run_dir / "history.csv") as temporary,
+            open(temporary, "w", newline="") as handle,
+        ):
+            writer = csv.writer(handle)
+            writer.writerow(["epoch", *keys])
+            for row in rows:
+                writer.writerow([row["epoch"], *(row.get(key, "") for key in keys)])
+
+    def _remove_unreferenced(self) -> None:
+        keep = {"state.json", self.state["weights"]}
+        for path in self.backup_dir.iterdir() if self.backup_dir.is_dir() else []:
+            if path.name not in keep:
+                path.unlink(missing_ok=True)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+
+def _plain(value) -> float | str:
+    """A log value as a JSON- and CSV-friendly number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _read_or_none(path: Path):
+    try:
+        return read_json(path)
+    except RunFileError:
+        return None
 
 
 class ChiefStateSync(keras.callbacks.Callback):
@@ -283,10 +374,8 @@ def standard_callbacks(
     return [
         EpochTimer(examples_per_epoch),
         *log_extras,
-        CheckedBackupAndRestore(str(run_dir / "backup"), double_checkpoint=True),
+        RunCheckpoint(run_dir, monitor, mode, saved_model),
         ChiefStateSync(),
-        BestModelCheckpoint(run_dir / "best.keras", monitor, mode, saved_model),
-        ResumableCSVLogger(run_dir / "history.csv"),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
         StopOnInvalidLoss(),
     ]

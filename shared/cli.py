@@ -1,10 +1,32 @@
-"""Entry-point plumbing: logging set-up and clean exits on user errors."""
+"""Entry-point plumbing: flags before TensorFlow, quiet start-up, logging, clean exits.
+
+Every script answers ``--help`` and bad flags before TensorFlow loads (loading
+it takes seconds), so each one starts like this::
+
+    from projects.xor_mlp.config import XorConfig
+    from shared.cli import parse_before_tensorflow
+
+    if __name__ == "__main__":
+        parse_before_tensorflow(XorConfig)  # --help, bad flags: answered in a blink
+
+    import keras  # noqa: E402 - deliberately after the flags are checked
+
+`load_tensorflow_quietly` then imports TensorFlow with its known-harmless
+start-up lines removed (the oneDNN and CPU-instruction banners, and the CUDA
+lines of a machine without NVIDIA drivers); everything else it prints is
+passed through. ``KERAS_PROJECTS_VERBOSE=1`` shows everything.
+"""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import logging
+import os
+import shlex
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from shared.config import TrainConfig, parse_config
@@ -13,6 +35,112 @@ from shared.errors import UserError
 ConfigT = TypeVar("ConfigT", bound=TrainConfig)
 
 log = logging.getLogger(__name__)
+
+VERBOSE_VARIABLE = "KERAS_PROJECTS_VERBOSE"
+
+# Lines TensorFlow prints at start-up on every machine, that need no action.
+_HARMLESS_STARTUP_LINES = (
+    "All log messages before absl::InitializeLog() is called are written to STDERR",
+    "oneDNN custom operations are on",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "To enable the following instructions:",
+    "Could not find cuda drivers on your machine",
+)
+# Harmless only where there is no NVIDIA driver at all (the line above was printed);
+# on a machine with a GPU the same line means the GPU cannot be used.
+_CPU_ONLY_MACHINE_LINES = ("failed call to cuInit",)
+
+# Configs parsed by `parse_before_tensorflow`, reused by `run_training_cli`.
+_PARSED_CONFIGS: dict[type, TrainConfig] = {}
+
+
+def verbose() -> bool:
+    """Whether ``KERAS_PROJECTS_VERBOSE`` asks for TensorFlow's full start-up output."""
+    return os.environ.get(VERBOSE_VARIABLE, "").strip() not in ("", "0")
+
+
+def filter_startup_lines(text: str) -> str:
+    """``text`` without TensorFlow's known-harmless start-up lines.
+
+    Args:
+        text: What TensorFlow wrote to stderr while loading.
+
+    Returns:
+        The remaining lines, in order.
+    """
+    lines = text.splitlines(keepends=True)
+    cpu_only = any("Could not find cuda drivers" in line for line in lines)
+    hidden = _HARMLESS_STARTUP_LINES + (_CPU_ONLY_MACHINE_LINES if cpu_only else ())
+    return "".join(line for line in lines if not any(marker in line for marker in hidden))
+
+
+@contextlib.contextmanager
+def _stderr_captured() -> Iterator[list[str]]:
+    """Send file descriptor 2 to a temporary file; yield a list that receives its text."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    captured: list[str] = []
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            captured.append(capture.read().decode(errors="replace"))
+
+
+def load_tensorflow_quietly() -> None:
+    """Import TensorFlow and Keras, hiding only their known-harmless start-up lines.
+
+    Does nothing when TensorFlow is already loaded. With ``KERAS_PROJECTS_VERBOSE=1``
+    nothing is hidden. Also sets ``TF_CPP_MIN_LOG_LEVEL=1`` (TensorFlow's own
+    INFO lines off, warnings and errors kept) unless it is set already.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    if verbose():
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+    with _stderr_captured() as captured:
+        import keras  # noqa: F401
+        import tensorflow as tf
+
+        tf.config.list_physical_devices("GPU")  # CUDA's start-up lines come here
+    remaining = filter_startup_lines(captured[0])
+    if remaining:
+        sys.stderr.write(remaining)
+        sys.stderr.flush()
+
+
+def parse_before_tensorflow(
+    config_class: type[ConfigT],
+    argv: Sequence[str] | None = None,
+    description: str | None = None,
+) -> ConfigT:
+    """Parse a training script's flags, then load TensorFlow quietly.
+
+    ``--help`` and invalid flags exit here, before TensorFlow is imported.
+    `run_training_cli` reuses the parsed config.
+    """
+    config = parse_config(config_class, argv, description)
+    _PARSED_CONFIGS[config_class] = config
+    load_tensorflow_quietly()
+    return config
+
+
+def parse_args_before_tensorflow(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> argparse.Namespace:
+    """`parse_before_tensorflow` for an inference script's own ``argparse`` parser."""
+    args = parser.parse_args(argv)
+    load_tensorflow_quietly()
+    return args
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -32,8 +160,17 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.getLogger("tensorflow").setLevel(max(level, logging.WARNING))
 
 
+def fit_verbosity() -> int:
+    """``verbose`` for ``fit``: a progress bar on a terminal, else one line per epoch."""
+    return 1 if sys.stdout.isatty() else 2
+
+
 def exit_on_user_error(function: Callable[[], Any]) -> Any:
-    """Call ``function``; on a `UserError` log its message and exit with status 2.
+    """Call ``function``; turn expected failures into one line and an exit status.
+
+    A `UserError` exits with status 2, an operating-system error (a file that
+    cannot be written, a full disk) with 1, Ctrl-C with 130; each prints one
+    line instead of a traceback.
 
     Args:
         function: What to run.
@@ -46,6 +183,13 @@ def exit_on_user_error(function: Callable[[], Any]) -> Any:
     except UserError as error:
         log.error("error: %s", error)
         raise SystemExit(2) from None
+    except OSError as error:
+        where = f" ({error.filename})" if error.filename else ""
+        log.error("error: %s%s", error.strerror or error, where)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        log.error("Interrupted.")
+        raise SystemExit(130) from None
 
 
 def run_training_cli(
@@ -55,6 +199,8 @@ def run_training_cli(
     description: str | None = None,
 ) -> Any:
     """Parse flags into ``config_class`` and call ``main(config)``.
+
+    Ctrl-C during training prints how to resume instead of a traceback.
 
     Args:
         main: The project's ``main(config) -> metrics``.
@@ -66,5 +212,34 @@ def run_training_cli(
         What ``main`` returned.
     """
     setup_logging()
-    config = parse_config(config_class, argv, description)
-    return exit_on_user_error(lambda: main(config))
+    config = _PARSED_CONFIGS.pop(config_class, None) if argv is None else None
+    if config is None:
+        config = parse_config(config_class, argv, description)
+
+    def train() -> Any:
+        try:
+            return main(config)
+        except KeyboardInterrupt:
+            _explain_interruption()
+            raise SystemExit(130) from None
+
+    return exit_on_user_error(train)
+
+
+def _explain_interruption() -> None:
+    from shared.runs import active_run  # loaded by now: training had started
+
+    run = active_run()
+    if run is None:
+        log.error("Training was interrupted before it started; nothing was written.")
+        return
+    run.close_log()
+    arguments = list(sys.orig_argv[1:])
+    if "--run-dir" not in arguments and not any(a.startswith("--run-dir=") for a in arguments):
+        arguments += ["--run-dir", str(run.path)]
+    log.error(
+        "Training interrupted. Completed epochs are kept in %s; to resume from the last "
+        "one, run the same command with the same --run-dir:\n  python %s",
+        run.path,
+        shlex.join(arguments),
+    )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import sys
 import typing
 from collections.abc import Sequence
@@ -111,6 +112,9 @@ class TrainConfig:
 def _check_limits(field: dataclasses.Field, value: Any) -> None:
     meta = field.metadata
     flag = flag_name(field.name)
+    # float("inf") and float("nan") parse; neither is a usable setting.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{flag} must be a finite number, got {value}.")
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(
@@ -128,10 +132,19 @@ def _check_limits(field: dataclasses.Field, value: Any) -> None:
         raise ConfigError(f"{flag} must be at most {maximum}, got {value}.")
 
 
+def program_name() -> str | None:
+    """``python -m package.module`` when run that way (argparse would say ``module.py``)."""
+    arguments = list(getattr(sys, "orig_argv", []))
+    if "-m" in arguments[1:3]:
+        return f"python -m {arguments[arguments.index('-m') + 1]}"
+    return None
+
+
 class _StrictParser(argparse.ArgumentParser):
     """An ArgumentParser whose unknown-flag error lists the valid flags."""
 
     def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("prog", program_name())
         super().__init__(*args, allow_abbrev=False, **kwargs)
         self.valid_flags: list[str] = []
 

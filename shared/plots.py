@@ -11,13 +11,16 @@ matplotlib.use("Agg")  # Render to files; training machines have no display.
 
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from shared.saving import atomic_path  # noqa: E402
 
 # Logged per epoch for the record, but not learning curves.
 _NOT_CURVES = {"epoch", "epoch_seconds", "examples_per_second", "learning_rate"}
 
 
 def save_figure(figure: plt.Figure, path: str | os.PathLike) -> Path:
-    """Save ``figure`` as a PNG and close it.
+    """Save ``figure`` as a PNG, atomically (temporary file + rename), and close it.
 
     Args:
         figure: The figure.
@@ -27,11 +30,13 @@ def save_figure(figure: plt.Figure, path: str | os.PathLike) -> Path:
         The path written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if figure.get_layout_engine() is None:
         figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    try:
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=120, format="png")
+    finally:
+        plt.close(figure)
     return path
 
 
@@ -54,12 +59,20 @@ def plot_history(history_csv: str | os.PathLike, path: str | os.PathLike) -> Pat
     columns = max(len(names), 1)
     figure, axes = plt.subplots(1, columns, figsize=(4.5 * columns, 3.5), squeeze=False)
     epochs = frame["epoch"] + 1
+    # Markers, so that a run of one epoch still shows its point.
+    style = {"marker": "o", "markersize": 4 if len(frame) <= 30 else 0}
     for axis, name in zip(axes[0], names, strict=False):  # no names: one empty panel
-        axis.plot(epochs, frame[name], label="train")
+        axis.plot(epochs, frame[name], label="train", **style)
         validation = f"val_{name}"
         if validation in frame and pd.to_numeric(frame[validation], errors="coerce").notna().any():
-            axis.plot(epochs, pd.to_numeric(frame[validation], errors="coerce"), label="validation")
+            axis.plot(
+                epochs,
+                pd.to_numeric(frame[validation], errors="coerce"),
+                label="validation",
+                **style,
+            )
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_title(name)
         axis.grid(alpha=0.3)
         axis.legend()

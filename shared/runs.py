@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 import os
 import platform
@@ -45,7 +44,15 @@ from shared.config import TrainConfig
 from shared.distribute import wait_for_all_workers, worker_role
 from shared.errors import UserError
 from shared.plots import plot_history
-from shared.saving import atomic_path, load_model, save_model
+from shared.saving import (
+    ModelFileError,
+    RunFileError,
+    load_model,
+    read_json,
+    remove_temporary_files,
+    save_model,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,24 +63,31 @@ class RunError(UserError):
     """A run directory cannot be used as asked."""
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically (temporary file + rename).
-
-    Args:
-        path: Destination file.
-        data: JSON-serialisable data; NumPy scalars and arrays are converted.
-    """
-    with atomic_path(path) as temporary, open(temporary, "w") as out:
-        json.dump(data, out, indent=2, sort_keys=True, default=_to_builtin)
-        out.write("\n")
+class TrainingDiverged(UserError):
+    """The loss diverged: the trained weights are NaN or infinite."""
 
 
-def _to_builtin(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+# The inference command of each project, for messages and the end of a training run.
+INFERENCE_MODULES = {
+    "xor_mlp": "projects.xor_mlp.predict",
+    "stock_lstm": "projects.stock_lstm.forecast",
+    "shakespeare": "projects.shakespeare.generate",
+    "cifar_cnn": "projects.cifar_cnn.predict",
+}
+NEXT_STEPS = {
+    "xor_mlp": "python -m projects.xor_mlp.predict --run-dir {run_dir} 1 0",
+    "stock_lstm": "python -m projects.stock_lstm.forecast --run-dir {run_dir} --days 5",
+    "shakespeare": 'python -m projects.shakespeare.generate --run-dir {run_dir} --prompt "ROMEO:"',
+    "cifar_cnn": "python -m projects.cifar_cnn.predict --run-dir {run_dir} IMAGE.jpg",
+}
+
+# The run being trained in this process, so that an interrupted run can say how to resume.
+_ACTIVE_RUN: Run | None = None
+
+
+def active_run() -> Run | None:
+    """The run `start_run` opened last in this process and not yet finished, if any."""
+    return _ACTIVE_RUN
 
 
 def seed_everything(seed: int) -> None:
@@ -140,16 +154,25 @@ class Run:
         """Save the final model, metrics, timing and training curves.
 
         Then point ``runs/<project>/latest`` here when the run lives under
-        ``runs/<project>/``.
+        ``runs/<project>/``. A model whose weights are no longer finite (the
+        loss diverged) is not saved: ``metrics.json`` gets ``"status":
+        "diverged"``, ``latest`` is left alone and `TrainingDiverged` is raised.
 
         Args:
             model: The trained model.
             metrics: Final metrics (deterministic values only; no timings).
+                ``status`` (``completed`` or ``diverged``) is added.
 
         Returns:
             The run directory.
+
+        Raises:
+            TrainingDiverged: The model's weights hold NaN or infinite values.
         """
-        save_model(model, self.model_path)
+        diverged = not weights_are_finite(model)
+        metrics["status"] = "diverged" if diverged else "completed"
+        if not diverged:
+            save_model(model, self.model_path)
         write_json(self.path / "metrics.json", metrics)
         history = self.path / "history.csv"
         timing: dict[str, Any] = {"wall_seconds": time.perf_counter() - self._started}
@@ -157,16 +180,47 @@ class Run:
             plot_history(history, self.plots_dir / "training_curves.png")
             timing.update(_throughput_summary(history))
         write_json(self.path / "timing.json", timing)
-        _point_latest(self)
+        if not diverged:
+            _point_latest(self)
         wait_for_all_workers()
-        log.info("Run directory: %s", self.path)
+        if diverged:
+            log.error(
+                "Run directory: %s (marked diverged in metrics.json; no model.keras)", self.path
+            )
+        else:
+            log.info("Run directory: %s", self.path)
+            log.info("Plots: %s", self.plots_dir)
+            next_step = NEXT_STEPS.get(self.project)
+            if next_step:
+                log.info("Try: %s", next_step.format(run_dir=self.path))
+            log.info("Curves: tensorboard --logdir %s", self.path / "tensorboard")
+        self.close_log()
+        if diverged:
+            raise TrainingDiverged(
+                "training diverged: the model's weights became NaN or infinite, so no "
+                f"model.keras was saved ({self.path}/metrics.json says status 'diverged'). "
+                "Train again with a lower --learning-rate, or check the data for NaN or "
+                "infinite values."
+            )
+        return self.path
+
+    def close_log(self) -> None:
+        """Stop copying the log into ``train.log`` (idempotent)."""
         if self._log_handler is not None:
             root = logging.getLogger()
             root.removeHandler(self._log_handler)
             root.setLevel(self._previous_log_level)
             self._log_handler.close()
             self._log_handler = None
-        return self.path
+
+
+def weights_are_finite(model: keras.Model) -> bool:
+    """Whether every floating-point weight of ``model`` is finite (no NaN, no infinity)."""
+    for weight in model.weights:
+        value = np.asarray(keras.ops.convert_to_numpy(weight.value))
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            return False
+    return True
 
 
 def _throughput_summary(history_csv: Path) -> dict[str, float]:
@@ -228,6 +282,7 @@ def start_run(project: str, config: TrainConfig) -> Run:
         RunError: The directory holds a finished run, or one started with
             different settings.
     """
+    global _ACTIVE_RUN
     path = Path(config.run_dir) if config.run_dir else _timestamped_dir(project)
     settings = {"project": project, **config.to_dict(), "run_dir": str(path)}
     is_chief, worker_index = worker_role()
@@ -237,10 +292,9 @@ def start_run(project: str, config: TrainConfig) -> Run:
         # scratch folder left from a finished or different run is simply replaced.
         saved = path / "config.json"
         if (path / "metrics.json").exists() or (
-            saved.exists() and json.loads(saved.read_text()) != settings
+            saved.exists() and _read_or_none(saved) != settings
         ):
             shutil.rmtree(path)
-    resumed = False
     if path.exists() and not path.is_dir():
         raise RunError(f"--run-dir {path} is a file, not a folder.")
     if (path / "metrics.json").exists():
@@ -248,15 +302,17 @@ def start_run(project: str, config: TrainConfig) -> Run:
             f"{path} already holds a finished run (metrics.json exists). "
             "Choose a new --run-dir, or delete that folder to train again."
         )
+    resumed = (path / "backup" / "state.json").exists()
     saved_config = path / "config.json"
     if saved_config.exists():
-        previous = json.loads(saved_config.read_text())
+        previous = read_json(saved_config)
         changed = sorted(
             key
             for key in set(previous) | set(settings)
             if key != "run_dir" and previous.get(key) != settings.get(key)
         )
-        if changed:
+        # Settings may change only while no epoch has completed (e.g. after a bad flag).
+        if changed and (resumed or (path / "history.csv").exists()):
             details = ", ".join(
                 f"{key}: {previous.get(key)!r} -> {settings.get(key)!r}" for key in changed
             )
@@ -264,12 +320,20 @@ def start_run(project: str, config: TrainConfig) -> Run:
                 f"{path} was started with other settings ({details}). Re-run with the "
                 "original flags to resume it, or choose a new --run-dir."
             )
-        resumed = (path / "backup").exists()
-    path.mkdir(parents=True, exist_ok=True)
-    write_json(saved_config, settings)
-    write_json(path / "versions.json", software_versions())
-
-    handler = logging.FileHandler(path / "train.log")
+        restarted_with = changed
+    else:
+        restarted_with = []
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        removed = remove_temporary_files(path)
+        write_json(saved_config, settings)
+        write_json(path / "versions.json", software_versions())
+        handler = logging.FileHandler(path / "train.log")
+    except OSError as error:
+        raise RunError(
+            f"cannot write the run directory {path}: {error.strerror or error} "
+            f"({error.filename or path}). Choose a --run-dir in a folder you can write to."
+        ) from None
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.setLevel(logging.INFO)
     root = logging.getLogger()
@@ -279,16 +343,33 @@ def start_run(project: str, config: TrainConfig) -> Run:
     root.setLevel(min(previous_level, logging.INFO))
     if resumed:
         log.info("Resuming the interrupted run in %s", path)
+    elif restarted_with:
+        log.info(
+            "No epoch of the earlier attempt in %s completed; starting it again with the "
+            "new settings (%s changed)",
+            path,
+            ", ".join(restarted_with),
+        )
     else:
         log.info("New run in %s", path)
+    if removed:
+        log.info("Removed %d file(s) left half-written by the interrupted run", len(removed))
     seed_everything(config.seed)
-    return Run(
+    _ACTIVE_RUN = Run(
         project=project,
         path=path,
         resumed=resumed,
         _log_handler=handler,
         _previous_log_level=previous_level,
     )
+    return _ACTIVE_RUN
+
+
+def _read_or_none(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except RunFileError:
+        return None
 
 
 @dataclasses.dataclass
@@ -301,19 +382,24 @@ class LoadedRun:
     model: keras.Model
 
 
-def load_run(run_dir: str | os.PathLike, which: str = "model") -> LoadedRun:
+def load_run(run_dir: str | os.PathLike, which: str = "model", inference: str = "") -> LoadedRun:
     """Load a finished run's settings, metrics and model.
 
     Args:
         run_dir: The run directory (``runs/<project>/latest`` works).
         which: ``model`` for the final model, ``best`` for the best epoch's.
+        inference: The calling inference module (e.g. ``projects.xor_mlp.predict``);
+            a run of another project is then refused with the module to use.
 
     Returns:
         A `LoadedRun`.
 
     Raises:
-        RunError: The folder is missing or is not a finished run.
-        shared.saving.ModelFileError: The model file is missing or damaged.
+        RunError: The folder is missing, is not a finished run, is another
+            project's run, or holds a diverged run.
+        shared.saving.RunFileError: Its config.json or metrics.json is damaged.
+        shared.saving.ModelFileError: The model file is missing, damaged, or
+            holds NaN or infinite weights.
     """
     if which not in ("model", "best"):
         raise ValueError(f"which must be 'model' or 'best', got {which!r}")
@@ -323,15 +409,29 @@ def load_run(run_dir: str | os.PathLike, which: str = "model") -> LoadedRun:
     config_file = path / "config.json"
     if not config_file.exists():
         raise RunError(f"{path} is not a run directory (it has no config.json).")
+    config = read_json(config_file)
+    project = config.get("project") if isinstance(config, dict) else None
+    if inference and project in INFERENCE_MODULES and INFERENCE_MODULES[project] != inference:
+        raise RunError(
+            f"{path} is a {project} run; use python -m {INFERENCE_MODULES[project]} "
+            f"--run-dir {path}"
+        )
     metrics_file = path / "metrics.json"
     if not metrics_file.exists():
         raise RunError(
             f"{path} holds an unfinished run (no metrics.json). Re-run its training "
             "command to resume it, or choose another run."
         )
-    return LoadedRun(
-        path=path,
-        config=json.loads(config_file.read_text()),
-        metrics=json.loads(metrics_file.read_text()),
-        model=load_model(path / f"{which}.keras", compile=False),
-    )
+    metrics = read_json(metrics_file)
+    if metrics.get("status") == "diverged":
+        raise RunError(
+            f"{path} holds a run whose training diverged (its loss became NaN or infinite); "
+            "it has no usable model. Train again with a lower --learning-rate."
+        )
+    model = load_model(path / f"{which}.keras", compile=False)
+    if not weights_are_finite(model):
+        raise ModelFileError(
+            f"{path / f'{which}.keras'} holds NaN or infinite weights: its training diverged. "
+            "Train again with a lower --learning-rate."
+        )
+    return LoadedRun(path=path, config=config, metrics=metrics, model=model)

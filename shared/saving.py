@@ -9,28 +9,40 @@ over the target, so the target is always either the old or the new model.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import keras
+import numpy as np
 
 from shared.errors import UserError
+
+TEMPORARY_PREFIX = ".tmp-"
 
 
 class ModelFileError(UserError):
     """A model file is missing, truncated or not a Keras model."""
 
 
+class RunFileError(UserError):
+    """A file of a run directory (JSON) is missing or damaged."""
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
 
-    The temporary file keeps ``path``'s suffix (Keras picks the format from it)
-    and lives in the same folder, so the final ``os.replace`` is an atomic
-    rename. On any error the temporary file is removed and ``path`` is untouched.
+    The temporary file is named ``.tmp-<random>-<name>``: it keeps every suffix
+    of ``path`` (Keras picks the format from ``.keras`` or ``.weights.h5``) and
+    lives in the same folder, so the final ``os.replace`` is an atomic rename.
+    On any error the temporary file is removed and ``path`` is untouched; a
+    process killed mid-write leaves only such a file, which
+    `remove_temporary_files` deletes.
 
     Args:
         path: The final destination.
@@ -40,7 +52,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
+    handle, name = tempfile.mkstemp(
+        prefix=TEMPORARY_PREFIX, suffix=f"-{path.name}", dir=path.parent
+    )
     os.close(handle)
     temporary = Path(name)
     try:
@@ -54,6 +68,69 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def remove_temporary_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the leftovers of interrupted `atomic_path` writes under ``folder``.
+
+    Args:
+        folder: A run directory (searched recursively).
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    for leftover in Path(folder).rglob(f"{TEMPORARY_PREFIX}*"):
+        if leftover.is_file():
+            leftover.unlink(missing_ok=True)
+            removed.append(leftover)
+    return removed
+
+
+def write_json(path: str | os.PathLike, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically (temporary file + rename).
+
+    Args:
+        path: Destination file.
+        data: JSON-serialisable data; NumPy scalars and arrays are converted.
+    """
+    with atomic_path(path) as temporary, open(temporary, "w") as out:
+        json.dump(data, out, indent=2, sort_keys=True, default=_to_builtin)
+        out.write("\n")
+
+
+def _to_builtin(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file of a run, or raise `RunFileError` saying what is wrong with it.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The parsed content.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise RunFileError(f"{path} is missing.") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise RunFileError(f"{path} cannot be read ({error}).") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise RunFileError(
+            f"{path} is damaged ({len(text.encode())} bytes, not valid JSON: {error}); the "
+            "process was probably killed while writing it. Restore it from a backup, or "
+            "delete the run directory and train again."
+        ) from None
 
 
 def save_model(model: keras.Model, path: str | os.PathLike) -> Path:

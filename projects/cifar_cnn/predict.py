@@ -12,6 +12,33 @@ error line on stderr, the others are still classified, and the exit status is 1.
 from __future__ import annotations
 
 import argparse
+
+from shared.cli import parse_args_before_tensorflow
+from shared.config import program_name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: run directory, which model, image files."""
+    parser = argparse.ArgumentParser(
+        prog=program_name(), description="Top-3 classes of images, from a trained run."
+    )
+    parser.add_argument(
+        "--run-dir", default="runs/cifar_cnn/latest", help="Run directory (default: %(default)s)."
+    )
+    parser.add_argument(
+        "--which",
+        choices=("model", "best"),
+        default="model",
+        help="The final model, or the epoch with the best held-out accuracy.",
+    )
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, ... files.")
+    return parser
+
+
+if __name__ == "__main__":
+    # Answer --help and usage errors at once, before TensorFlow loads (seconds).
+    parse_args_before_tensorflow(build_parser())
+
 import logging
 import sys
 from collections.abc import Sequence
@@ -50,20 +77,11 @@ def classify(model, class_names: Sequence[str], paths: Sequence[str], top: int =
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Top-3 classes of images, from a trained run.")
-    parser.add_argument(
-        "--run-dir", default="runs/cifar_cnn/latest", help="Run directory (default: %(default)s)."
-    )
-    parser.add_argument(
-        "--which",
-        choices=("model", "best"),
-        default="model",
-        help="The final model, or the epoch with the best held-out accuracy.",
-    )
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, ... files.")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     setup_logging(logging.WARNING)
-    run = exit_on_user_error(lambda: load_run(args.run_dir, args.which))
+    run = exit_on_user_error(
+        lambda: load_run(args.run_dir, args.which, inference="projects.cifar_cnn.predict")
+    )
     results, errors = classify(run.model, run.metrics["class_names"], args.images)
     for path in args.images:
         if path in errors:

@@ -21,6 +21,13 @@ validation accuracy in 35-40 minutes. Offline, on the bundled sample (3,600/400)
 
 from __future__ import annotations
 
+from projects.cifar_cnn.config import CifarConfig
+from shared.cli import parse_before_tensorflow
+
+if __name__ == "__main__":
+    # Answer --help and flag errors at once, before TensorFlow loads (seconds).
+    parse_before_tensorflow(CifarConfig)
+
 import logging
 
 import keras
@@ -28,7 +35,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
-from projects.cifar_cnn.config import CifarConfig
 from projects.cifar_cnn.data import evaluation_dataset, limit_images, training_dataset
 from projects.cifar_cnn.model import (
     augmentation,
@@ -38,7 +44,7 @@ from projects.cifar_cnn.model import (
     log_architecture,
 )
 from shared.callbacks import standard_callbacks
-from shared.cli import run_training_cli
+from shared.cli import fit_verbosity, run_training_cli
 from shared.distribute import select_strategy
 from shared.images import load_image_data
 from shared.plots import save_figure
@@ -163,7 +169,7 @@ def main(config: CifarConfig) -> dict:
         callbacks=standard_callbacks(
             run.path, steps_per_epoch * batch_size, monitor="val_accuracy", mode="max"
         ),
-        verbose=2,
+        verbose=fit_verbosity(),
     )
 
     # The reported model is the last epoch's: choosing the best epoch by its held-out

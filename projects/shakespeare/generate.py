@@ -13,6 +13,32 @@ From Python: ``generate("runs/shakespeare/latest", "ROMEO:", length=200)``.
 from __future__ import annotations
 
 import argparse
+
+from shared.cli import parse_args_before_tensorflow
+from shared.config import program_name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: run directory, prompt and sampling settings."""
+    parser = argparse.ArgumentParser(
+        prog=program_name(), description="Generate text with a trained character model."
+    )
+    parser.add_argument(
+        "--run-dir", default="runs/shakespeare/latest", help="Run directory (default: %(default)s)."
+    )
+    parser.add_argument("--prompt", default="ROMEO:", help="Starting text (default: %(default)s).")
+    parser.add_argument("--length", type=int, default=500, help="Characters to generate.")
+    parser.add_argument("--temperature", type=float, default=0.8, help="> 0 (default: 0.8).")
+    parser.add_argument("--top-k", type=int, default=None, help="Sample among the k likeliest.")
+    parser.add_argument("--seed", type=int, default=None, help="Seed for repeatable text.")
+    return parser
+
+
+if __name__ == "__main__":
+    # Answer --help and usage errors at once, before TensorFlow loads (seconds).
+    parse_args_before_tensorflow(build_parser())
+
+import math
 import sys
 from collections.abc import Callable, Sequence
 
@@ -36,8 +62,8 @@ def check_settings(prompt: str, length: int, temperature: float, top_k: int | No
         raise GenerationError("--prompt must contain at least one character.")
     if length < 0:
         raise GenerationError(f"--length must be 0 or more, got {length}.")
-    if not temperature > 0:
-        raise GenerationError(f"--temperature must be greater than 0, got {temperature}.")
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise GenerationError(f"--temperature must be a finite number above 0, got {temperature}.")
     if top_k is not None and top_k < 1:
         raise GenerationError(f"--top-k must be at least 1, got {top_k}.")
 
@@ -135,21 +161,12 @@ def generate(
     check_settings(prompt, length, temperature, top_k)
     model = run_dir_or_model
     if not isinstance(model, keras.Model):
-        model = load_run(model).model
+        model = load_run(model, inference="projects.shakespeare.generate").model
     return Generator(model).generate(prompt, length, temperature, top_k, seed, on_character)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Generate text with a trained character model.")
-    parser.add_argument(
-        "--run-dir", default="runs/shakespeare/latest", help="Run directory (default: %(default)s)."
-    )
-    parser.add_argument("--prompt", default="ROMEO:", help="Starting text (default: %(default)s).")
-    parser.add_argument("--length", type=int, default=500, help="Characters to generate.")
-    parser.add_argument("--temperature", type=float, default=0.8, help="> 0 (default: 0.8).")
-    parser.add_argument("--top-k", type=int, default=None, help="Sample among the k likeliest.")
-    parser.add_argument("--seed", type=int, default=None, help="Seed for repeatable text.")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     setup_logging()
 
     def stream(char: str) -> None:
@@ -158,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run() -> None:
         check_settings(args.prompt, args.length, args.temperature, args.top_k)
-        generator = Generator(load_run(args.run_dir).model)
+        run = load_run(args.run_dir, inference="projects.shakespeare.generate")
+        generator = Generator(run.model)
         generator.encode(args.prompt)  # fail on unknown characters before printing anything
         stream(args.prompt)
         generator.generate(

@@ -17,13 +17,18 @@ validation loss and time.
 
 from __future__ import annotations
 
-import json
+from projects.shakespeare.config import ShakespeareConfig
+from shared.cli import parse_before_tensorflow
+
+if __name__ == "__main__":
+    # Answer --help and flag errors at once, before TensorFlow loads (seconds).
+    parse_before_tensorflow(ShakespeareConfig)
+
 import logging
 import math
 
 import keras
 
-from projects.shakespeare.config import ShakespeareConfig
 from projects.shakespeare.data import (
     build_vocabulary,
     encode,
@@ -36,10 +41,10 @@ from projects.shakespeare.data import (
 from projects.shakespeare.generate import Generator
 from projects.shakespeare.model import build_char_model, compile_char_model, core_of
 from shared.callbacks import standard_callbacks
-from shared.cli import run_training_cli
+from shared.cli import fit_verbosity, run_training_cli
 from shared.distribute import select_strategy
 from shared.runs import start_run
-from shared.saving import load_model
+from shared.saving import load_model, read_json
 
 log = logging.getLogger("shakespeare")
 
@@ -148,12 +153,12 @@ def main(config: ShakespeareConfig) -> dict:
             log_extras=extras,
             saved_model=model,  # best.keras: the whole character model, lookup included
         ),
-        verbose=2,
+        verbose=fit_verbosity(),
     )
 
     # The saved model is the best epoch's (lowest validation loss), not the last one.
     # Setting the wrapper's weights sets the core's: they are the same variables.
-    best_state = json.loads((run.path / "best.json").read_text())
+    best_state = read_json(run.path / "best.json")
     model.set_weights(load_model(run.path / "best.keras").get_weights())
     nats = float(
         core.evaluate(validation_dataset(val_ids, config.seq_length, config.batch_size), verbose=0)

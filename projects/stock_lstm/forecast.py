@@ -19,6 +19,32 @@ optimistic far out.
 from __future__ import annotations
 
 import argparse
+
+from shared.cli import parse_args_before_tensorflow
+from shared.config import program_name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: run directory, days, and optionally another series."""
+    parser = argparse.ArgumentParser(
+        prog=program_name(), description="Forecast the next trading days with a trained run."
+    )
+    parser.add_argument(
+        "--run-dir", default="runs/stock_lstm/latest", help="Run directory (default: %(default)s)."
+    )
+    parser.add_argument(
+        "--days", type=int, default=5, help="Trading days to forecast (default: 5)."
+    )
+    parser.add_argument("--ticker", help="Forecast this ticker (default: the run's).")
+    parser.add_argument("--csv", help="Forecast from this CSV (Date, Close, ...).")
+    parser.add_argument("--cache-dir", help="Price cache folder (default: the run's).")
+    return parser
+
+
+if __name__ == "__main__":
+    # Answer --help and usage errors at once, before TensorFlow loads (seconds).
+    parse_args_before_tensorflow(build_parser())
+
 import dataclasses
 import datetime as dt
 import logging
@@ -105,7 +131,7 @@ def forecast(
     """Forecast ``days`` trading days after the latest price of the run's (or a given) series."""
     if days < 1:
         raise ForecastError(f"--days must be at least 1, got {days}.")
-    run = load_run(run_dir)
+    run = load_run(run_dir, inference="projects.stock_lstm.forecast")
     config, metrics = run.config, run.metrics
     prices, name = latest_prices(config, ticker, csv, cache_dir or config.get("cache_dir"))
     features = compute_features(prices)
@@ -175,6 +201,7 @@ def plot_forecast(result: Forecast, path) -> None:
         label=f"{result.coverage:.0%} interval",
     )
     axis.set_title(f"{name}: forecast of the next {len(table)} trading days")
+    axis.set_xlabel("date")
     axis.set_ylabel("price")
     axis.grid(alpha=0.3)
     axis.legend()
@@ -182,26 +209,14 @@ def plot_forecast(result: Forecast, path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description="Forecast the next trading days with a trained run."
-    )
-    parser.add_argument(
-        "--run-dir", default="runs/stock_lstm/latest", help="Run directory (default: %(default)s)."
-    )
-    parser.add_argument(
-        "--days", type=int, default=5, help="Trading days to forecast (default: 5)."
-    )
-    parser.add_argument("--ticker", help="Forecast this ticker (default: the run's).")
-    parser.add_argument("--csv", help="Forecast from this CSV (Date, Close, ...).")
-    parser.add_argument("--cache-dir", help="Price cache folder (default: the run's).")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     setup_logging()
 
     result = exit_on_user_error(
         lambda: forecast(args.run_dir, args.days, args.ticker, args.csv, args.cache_dir)
     )
     path = Path(args.run_dir) / "plots" / f"forecast_{Path(result.name).stem}.png"
-    plot_forecast(result, path)
+    exit_on_user_error(lambda: plot_forecast(result, path))
     history = result.history
     print(f"{result.name}: last close {history.iloc[-1]:.2f} on {history.index[-1]:%Y-%m-%d}")
     print(

@@ -20,6 +20,13 @@ end shows the LSTM close to, but not better than, the naive forecast (test RMSE
 
 from __future__ import annotations
 
+from projects.stock_lstm.config import StockConfig
+from shared.cli import parse_before_tensorflow
+
+if __name__ == "__main__":
+    # Answer --help and flag errors at once, before TensorFlow loads (seconds).
+    parse_before_tensorflow(StockConfig)
+
 import logging
 
 import keras
@@ -27,7 +34,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
-from projects.stock_lstm.config import StockConfig
 from projects.stock_lstm.data import (
     Split,
     Windows,
@@ -46,7 +52,7 @@ from projects.stock_lstm.evaluate import (
 )
 from projects.stock_lstm.model import build_forecaster, compile_forecaster
 from shared.callbacks import standard_callbacks
-from shared.cli import run_training_cli
+from shared.cli import fit_verbosity, run_training_cli
 from shared.distribute import select_strategy
 from shared.plots import save_figure
 from shared.runs import start_run
@@ -167,7 +173,7 @@ def main(config: StockConfig) -> dict:
         stats,
         strategy,
         standard_callbacks(run.path, examples_per_epoch=split.train.stop - split.train.start),
-        verbose=2,
+        verbose=fit_verbosity(),
     )
     close = prices["Close"].to_numpy(dtype=np.float64)
     evaluation = evaluate_split(model, config, windows, split, stats, close)
@@ -290,6 +296,7 @@ def plot_test_forecast(windows: Windows, split: Split, evaluation: dict, title: 
         f"(test coverage {interval['test_coverage']:.0%})",
     )
     axis.set_title(f"{title}: test period, one-day-ahead forecasts")
+    axis.set_xlabel("date")
     axis.set_ylabel("price")
     axis.grid(alpha=0.3)
     axis.legend()

@@ -8,6 +8,27 @@ Expected (after ``make xor-mlp``): ``xor(1, 0) = 1   (P(1) = 0.99...)``.
 from __future__ import annotations
 
 import argparse
+
+from shared.cli import parse_args_before_tensorflow
+from shared.config import program_name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``--run-dir`` and two bits."""
+    parser = argparse.ArgumentParser(
+        prog=program_name(), description="Run a trained AND/OR/XOR model on two bits."
+    )
+    parser.add_argument(
+        "--run-dir", default="runs/xor_mlp/latest", help="Run directory (default: %(default)s)."
+    )
+    parser.add_argument("bits", nargs="*", metavar="BIT", help="Two inputs, each 0 or 1.")
+    return parser
+
+
+if __name__ == "__main__":
+    # Answer --help and usage errors at once, before TensorFlow loads (seconds).
+    parse_args_before_tensorflow(build_parser())
+
 import logging
 import sys
 from collections.abc import Sequence
@@ -40,18 +61,13 @@ def parse_bits(values: Sequence[str]) -> np.ndarray:
 def predict(run_dir: str, bits: Sequence[str]) -> tuple[int, float, str]:
     """Return (output bit, probability of 1, gate name) from the run's saved model."""
     inputs = parse_bits(bits)
-    run = load_run(run_dir)
+    run = load_run(run_dir, inference="projects.xor_mlp.predict")
     probability = float(run.model.predict(inputs, verbose=0)[0, 0])
     return int(probability > 0.5), probability, run.config.get("gate", "gate")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run a trained AND/OR/XOR model on two bits.")
-    parser.add_argument(
-        "--run-dir", default="runs/xor_mlp/latest", help="Run directory (default: %(default)s)."
-    )
-    parser.add_argument("bits", nargs="*", metavar="BIT", help="Two inputs, each 0 or 1.")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     setup_logging(logging.WARNING)
     output, probability, gate = exit_on_user_error(lambda: predict(args.run_dir, args.bits))
     print(f"{gate}({args.bits[0]}, {args.bits[1]}) = {output}   (P(1) = {probability:.4f})")

@@ -19,18 +19,25 @@ The run directory (model, metrics.json, history.csv, plots) is printed at the en
 
 from __future__ import annotations
 
+from projects.xor_mlp.config import XorConfig
+from shared.cli import parse_before_tensorflow
+
+if __name__ == "__main__":
+    # Answer --help and flag errors at once, before TensorFlow loads (seconds).
+    parse_before_tensorflow(XorConfig)
+
 import logging
 
 import keras
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.lines import Line2D
 
 from projects.xor_mlp import numpy_mlp
-from projects.xor_mlp.config import XorConfig
 from projects.xor_mlp.data import training_dataset, truth_table
 from projects.xor_mlp.model import build_mlp, build_perceptron, compile_classifier
 from shared.callbacks import standard_callbacks
-from shared.cli import run_training_cli
+from shared.cli import fit_verbosity, run_training_cli
 from shared.distribute import select_strategy
 from shared.plots import save_figure
 from shared.runs import start_run
@@ -68,7 +75,7 @@ def main(config: XorConfig) -> dict:
         epochs=config.epochs,
         shuffle=False,  # training_dataset shuffles; Keras warns if asked to as well.
         callbacks=standard_callbacks(run.path, examples_per_epoch=4 * config.repeats),
-        verbose=2,
+        verbose=fit_verbosity(),
     )
 
     # 2. The perceptron: same data, optimizer and epochs; only the hidden layer is missing.
@@ -132,7 +139,7 @@ def plot_decision_boundaries(keras_models, numpy_predict, inputs, targets, title
     predictors = {name: keras_predict_fn(model) for name, model in keras_models.items()}
     predictors["NumPy MLP"] = numpy_predict
     figure, axes = plt.subplots(
-        1, len(predictors), figsize=(4 * len(predictors), 3.8), layout="constrained"
+        1, len(predictors), figsize=(4 * len(predictors), 4.6), layout="constrained"
     )
     for axis, (name, predict) in zip(axes, predictors.items(), strict=True):
         surface = np.asarray(predict(grid)).reshape(grid_x.shape)
@@ -148,6 +155,28 @@ def plot_decision_boundaries(keras_models, numpy_predict, inputs, targets, title
             s=160,
             edgecolors="black",
             linewidths=1.5,
+        )
+        axis.legend(
+            handles=[
+                Line2D([], [], color="black", linewidth=1.5, label="P = 0.5 (decision line)"),
+                *(
+                    Line2D(
+                        [],
+                        [],
+                        linestyle="",
+                        marker="o",
+                        markersize=9,
+                        markerfacecolor=plt.get_cmap("RdBu_r")(float(target)),
+                        markeredgecolor="black",
+                        label=f"truth table: output {target}",
+                    )
+                    for target in (0, 1)
+                ),
+            ],
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.16),
+            fontsize=8,
+            frameon=False,
         )
         axis.set_title(f"{title}: {name}")
         axis.set_xlabel("x1")
