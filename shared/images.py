@@ -25,7 +25,9 @@ import dataclasses
 import io
 import logging
 import os
+import re
 import tarfile
+import warnings
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
@@ -87,13 +89,46 @@ def decode_image(data: bytes, image_size: int, name: str) -> np.ndarray:
         ImageDataError: ``data`` is not an image PIL can decode.
     """
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image = image.convert("RGB")
-            if image.size != (image_size, image_size):
-                image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
-            return np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ImageDataError(f"cannot read {name} as an image ({error}).") from None
+        with warnings.catch_warnings():
+            # Pillow only warns between 89 and 179 million pixels; refuse those too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                image = _to_8_bit(image).convert("RGB")
+                if image.size != (image_size, image_size):
+                    image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+                return np.asarray(image, dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        pixels = re.search(r"\((\d+) pixels\)", str(error))
+        size = f"{int(pixels.group(1)):,} pixels" if pixels else "too many pixels"
+        raise ImageDataError(
+            f"cannot read {name}: the image is too large to decode safely ({size}; the limit "
+            f"is {Image.MAX_IMAGE_PIXELS:,}). Resize it first."
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageDataError(
+            f"cannot read {name}: it is not an image file Pillow can decode (PNG, JPEG, BMP, "
+            "GIF, TIFF, WebP, ...), or it is damaged."
+        ) from None
+    except (OSError, ValueError) as error:
+        reason = re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "it", str(error))
+        raise ImageDataError(f"cannot read {name} as an image ({reason}).") from None
+
+
+def _to_8_bit(image: Image.Image) -> Image.Image:
+    """16-bit and 32-bit grey images scaled to 8 bits (Pillow's convert clips them to white)."""
+    if image.mode.startswith("I;16"):
+        values = np.asarray(image, dtype=np.float64) / 257.0  # 65535 -> 255
+    elif image.mode == "I":
+        values = np.asarray(image, dtype=np.float64)
+        if values.max(initial=0) > 255:  # a 16-bit image read as 32-bit integers
+            values = values / 257.0
+    elif image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        if values.max(initial=0) <= 1.0:  # floats in [0, 1]
+            values = values * 255.0
+    else:
+        return image
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8))
 
 
 def read_image_file(path: str | os.PathLike, image_size: int) -> np.ndarray:

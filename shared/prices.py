@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from shared.errors import UserError
@@ -69,22 +70,38 @@ def _validate_dates(start: str, end: str) -> tuple[pd.Timestamp, pd.Timestamp]:
     return first, last
 
 
-def clean_prices(raw: pd.DataFrame, source: str) -> pd.DataFrame:
+# More rows with a missing value than this stop the run instead of leaving holes in the series.
+MAX_SKIPPED_ROWS = 5
+# 1,588.65 or -12,345: digits grouped in threes by commas (thousands separators).
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?")
+_DATE_FORMATS = (
+    "dates must be written YYYY-MM-DD (e.g. 2023-01-31), optionally with a time "
+    "(2023-01-31 16:00:00-05:00)"
+)
+
+
+def clean_prices(raw: pd.DataFrame, source: str, first_line: int | None = None) -> pd.DataFrame:
     """Turn any frame with a date and a Close column into the standard shape.
 
     Accepts a ``Date`` column or a date index, and yfinance's MultiIndex columns
-    (``(Price, Ticker)``). Rows with a missing value are dropped and counted in
-    the log; duplicate dates keep their last row.
+    (``(Price, Ticker)``). Prices may use thousands separators (``1,588.65``).
+    Up to `MAX_SKIPPED_ROWS` rows with a missing value are skipped, with a log
+    line; duplicate dates keep their last row.
 
     Args:
         raw: The frame as read or downloaded.
         source: Where it came from, for messages.
+        first_line: The file line of the first row (2 for a CSV with a header),
+            so messages can name lines; None names rows instead.
 
     Returns:
         The cleaned frame.
 
     Raises:
-        PriceDataError: No ``Date`` or ``Close``, unparsable dates or prices, or no rows.
+        PriceDataError: No ``Date`` or ``Close``; a date that is not YYYY-MM-DD;
+            a value that is not a number; an infinite, zero or negative close;
+            too many missing values; or no rows. The message names the first
+            offending row.
     """
     frame = raw.copy()
     if isinstance(frame.columns, pd.MultiIndex):
@@ -101,25 +118,115 @@ def clean_prices(raw: pd.DataFrame, source: str) -> pd.DataFrame:
             f"{source} has no 'Close' column (columns: {list(frame.columns)}); "
             "a price file needs at least Date and Close."
         )
-    try:
-        dates = pd.to_datetime(frame["Date"], utc=True).dt.tz_localize(None).dt.normalize()
-    except (ValueError, TypeError) as error:
-        raise PriceDataError(
-            f"{source}: the Date column cannot be read as dates ({error})."
-        ) from None
+    frame = frame.reset_index(drop=True)
+
+    def where(position: int) -> str:
+        if first_line is None:
+            return f"row {position + 1}"
+        return f"line {position + first_line}"
+
+    dates = _parse_dates(frame["Date"], source, where)
     columns = [column for column in PRICE_COLUMNS if column in frame.columns]
-    values = frame[columns].apply(pd.to_numeric, errors="coerce").astype("float64")
+    values = pd.DataFrame(
+        {column: _parse_numbers(frame[column], column, source, where) for column in columns}
+    )
     values.index = pd.DatetimeIndex(dates, name="Date")
-    incomplete = values.isna().any(axis=1)
-    if incomplete.any():
-        log.info("%s: dropped %d row(s) with missing values", source, int(incomplete.sum()))
-        values = values[~incomplete]
-    if (values["Close"] <= 0).any():
-        raise PriceDataError(f"{source}: Close prices must be positive.")
+
+    def at(position: int) -> str:
+        date = values.index[position]
+        return where(position) + ("" if pd.isna(date) else f", {date:%Y-%m-%d}")
+
+    infinite = np.isinf(values.to_numpy())
+    if infinite.any():
+        row, column = np.argwhere(infinite)[0]
+        raise PriceDataError(
+            f"{source}: {columns[column]} is infinite on {at(row)}; prices must be finite "
+            "numbers. Fix or remove that row."
+        )
+    incomplete = np.flatnonzero(values.isna().any(axis=1).to_numpy() | values.index.isna())
+    if len(incomplete) > MAX_SKIPPED_ROWS:
+        raise PriceDataError(
+            f"{source}: {len(incomplete)} rows have a missing date or value (first: "
+            f"{where(incomplete[0])}); at most {MAX_SKIPPED_ROWS} are skipped, since more "
+            "would leave holes in the series. Fill in or remove those rows."
+        )
+    if len(incomplete):
+        log.warning(
+            "%s: skipped %d row(s) with a missing date or value (%s)",
+            source,
+            len(incomplete),
+            ", ".join(where(position) for position in incomplete),
+        )
+    not_positive = np.flatnonzero((values["Close"] <= 0).to_numpy())
+    if len(not_positive):
+        position = not_positive[0]
+        raise PriceDataError(
+            f"{source}: Close prices must be positive; {at(position)} has "
+            f"{values['Close'].iloc[position]:g}."
+        )
+    values = values.drop(values.index[incomplete]) if len(incomplete) else values
     values = values[~values.index.duplicated(keep="last")].sort_index()
     if values.empty:
-        raise PriceDataError(f"{source} has no usable rows.")
+        raise PriceDataError(f"{source} has no rows with a date and a Close price.")
     return values
+
+
+def _parse_dates(column: pd.Series, source: str, where) -> pd.DatetimeIndex:
+    """Dates at midnight, no time zone; NaT where missing. Only YYYY-MM-DD is accepted."""
+    if pd.api.types.is_datetime64_any_dtype(column):
+        parsed = pd.to_datetime(column, utc=True)
+    elif pd.api.types.is_numeric_dtype(column) and column.notna().any():
+        first = column.dropna().iloc[0].item()
+        raise PriceDataError(
+            f"{source}: the Date column holds numbers (e.g. {first!r} on "
+            f"{where(int(column.first_valid_index()))}), not dates; {_DATE_FORMATS}."
+        )
+    else:
+        text = column.astype("string").str.strip()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                parsed = pd.to_datetime(text, format="ISO8601", utc=True)
+        except (ValueError, TypeError, OverflowError):
+            for position, value in enumerate(text):
+                if pd.isna(value):
+                    continue
+                try:
+                    pd.to_datetime(value, format="ISO8601")
+                except (ValueError, TypeError, OverflowError):
+                    hint = (
+                        " Day/month/year and month/day/year dates are ambiguous: convert them."
+                        if "/" in value or "." in value
+                        else ""
+                    )
+                    raise PriceDataError(
+                        f"{source}: the Date {value!r} on {where(position)} is not a date; "
+                        f"{_DATE_FORMATS}.{hint}"
+                    ) from None
+            raise
+    return pd.DatetimeIndex(parsed.dt.tz_localize(None).dt.normalize())
+
+
+def _parse_numbers(column: pd.Series, name: str, source: str, where) -> pd.Series:
+    """``column`` as float64: missing values stay NaN; text that is not a number is refused."""
+    if pd.api.types.is_numeric_dtype(column):
+        return column.astype("float64")
+    text = column.astype("string").str.strip()
+    grouped = text.str.fullmatch(_THOUSANDS).fillna(False).to_numpy(dtype=bool)
+    text = text.where(~grouped, text.str.replace(",", "", regex=False))
+    numbers = pd.to_numeric(text, errors="coerce")
+    not_numbers = np.flatnonzero((numbers.isna() & text.notna() & (text != "")).to_numpy())
+    if len(not_numbers):
+        shown = ", ".join(
+            f"{column.iloc[position]!r} ({where(position)})" for position in not_numbers[:3]
+        )
+        more = f" and {len(not_numbers) - 3} more" if len(not_numbers) > 3 else ""
+        raise PriceDataError(
+            f"{source}: column {name} has values that are not numbers: {shown}{more}. "
+            "Write plain numbers such as 1588.65 (thousands separators like 1,588.65 are "
+            "accepted)."
+        )
+    return numbers.astype("float64")
 
 
 def read_price_csv(path: str | os.PathLike) -> pd.DataFrame:
@@ -138,7 +245,7 @@ def read_price_csv(path: str | os.PathLike) -> pd.DataFrame:
         raw = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise PriceDataError(f"{path} is not a readable CSV file ({error}).") from None
-    return clean_prices(raw, str(path))
+    return clean_prices(raw, str(path), first_line=2)
 
 
 def _cache_file(cache_dir: Path, ticker: str, start: pd.Timestamp, end: pd.Timestamp) -> Path:

@@ -179,3 +179,41 @@ def test_bad_image_folders_name_the_first_offending_path(tmp_path, breakage, exp
     assert expected in message
     if breakage == "unreadable":
         assert str(root / "train" / "dog" / "001.png") in message
+
+
+def test_16_bit_grey_pngs_keep_their_grey_levels(tmp_path):
+    # A horizontal ramp from black to white in 16 bits; Pillow's convert("RGB") alone
+    # would clip every value above 255 to white.
+    ramp = np.tile(np.linspace(0, 65535, 32).round().astype(np.uint16), (32, 1))
+    path = tmp_path / "ramp16.png"
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith("I;16")
+    array = decode_image(path.read_bytes(), 32, str(path))
+    expected = np.rint(ramp / 257).astype(np.uint8)
+    assert np.abs(array[..., 0].astype(int) - expected).max() <= 1
+    assert (array[..., 0] == array[..., 2]).all()
+    assert array[0, 0, 0] == 0 and array[0, -1, 0] == 255 and 120 <= array[0, 16, 0] <= 135
+
+
+def test_a_decompression_bomb_is_a_clear_error_naming_the_file(tmp_path):
+    path = tmp_path / "huge.png"
+    Image.new("1", (15000, 15000)).save(path)  # 27 KB on disk, 225 million pixels
+    with pytest.raises(ImageDataError) as raised:
+        decode_image(path.read_bytes(), 32, str(path))
+    message = str(raised.value)
+    assert f"cannot read {path}: the image is too large to decode safely" in message
+    assert "225,000,000 pixels" in message
+
+
+def test_errors_name_the_file_not_a_python_object(tmp_path):
+    path = tmp_path / "notes.png"
+    path.write_bytes(b"this is not a picture")
+    with pytest.raises(ImageDataError) as raised:
+        decode_image(path.read_bytes(), 32, str(path))
+    assert str(path) in str(raised.value) and "BytesIO" not in str(raised.value)
+    truncated = tmp_path / "truncated.png"
+    write_image(truncated, seed=3, size=(64, 64))
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(ImageDataError) as raised:
+        decode_image(truncated.read_bytes(), 32, str(truncated))
+    assert str(truncated) in str(raised.value) and "0x" not in str(raised.value)

@@ -9,6 +9,7 @@ Volume``, as a (Price, Ticker) MultiIndex unless ``multi_level_index=False``.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -207,7 +208,122 @@ def test_nan_rows_are_dropped_and_counted(tmp_path, caplog):
     )
     frame = read_price_csv(path)
     assert list(frame.index.strftime("%Y-%m-%d")) == ["2020-01-03", "2020-01-07"]
-    assert "dropped 2 row(s) with missing values" in caplog.text
+    assert "skipped 2 row(s) with a missing date or value (line 3, line 4)" in caplog.text
+
+
+def write_csv(tmp_path, rows: list[str], header: str = "Date,Close") -> Path:
+    path = tmp_path / "prices.csv"
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def days(count: int) -> list[str]:
+    return [f"{day:%Y-%m-%d}" for day in pd.bdate_range("2020-01-01", periods=count)]
+
+
+def test_thousands_separators_are_read_as_numbers(tmp_path):
+    # Every other close written as "1,588.65", as spreadsheets export them.
+    dates = days(20)
+    rows = [
+        f'{date},"{1 + i},{500 + i:03d}.65"' if i % 2 else f"{date},{1 + i}{500 + i:03d}.65"
+        for i, date in enumerate(dates)
+    ]
+    frame = read_price_csv(write_csv(tmp_path, rows))
+    assert len(frame) == 20
+    assert frame["Close"].iloc[1] == pytest.approx(2501.65)
+    assert frame["Close"].iloc[0] == pytest.approx(1500.65)
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [("n.a.", "'n.a.'"), ("12O.5", "'12O.5'"), ("1.588,65", "'1.588,65'"), ("$12", "'$12'")],
+)
+def test_values_that_are_not_numbers_are_refused_with_their_line(tmp_path, value, shown):
+    rows = [f"{date},{100 + i}" for i, date in enumerate(days(10))]
+    rows[3] = f'{days(10)[3]},"{value}"'
+    with pytest.raises(PriceDataError) as raised:
+        read_price_csv(write_csv(tmp_path, rows))
+    message = str(raised.value)
+    assert f"column Close has values that are not numbers: {shown} (line 5)" in message
+    assert "1588.65" in message
+
+
+def test_an_entirely_textual_close_column_names_its_values(tmp_path):
+    rows = [f"{date},price" for date in days(8)]
+    with pytest.raises(
+        PriceDataError,
+        match=r"not numbers: 'price' \(line 2\), 'price' "
+        r"\(line 3\), 'price' \(line 4\) and 5 more",
+    ):
+        read_price_csv(write_csv(tmp_path, rows))
+
+
+def test_more_than_a_handful_of_missing_rows_stops(tmp_path):
+    rows = [f"{date},{'' if i % 2 else 100 + i}" for i, date in enumerate(days(30))]
+    with pytest.raises(
+        PriceDataError,
+        match=r"15 rows have a missing date or value \(first: "
+        r"line 3\); at most 5 are skipped",
+    ):
+        read_price_csv(write_csv(tmp_path, rows))
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity"])
+def test_infinite_prices_are_refused_by_line_and_date(tmp_path, value):
+    rows = [f"{date},{100 + i}" for i, date in enumerate(days(10))]
+    rows[6] = f"{days(10)[6]},{value}"
+    with pytest.raises(PriceDataError, match=f"Close is infinite on line 8, {days(10)[6]}"):
+        read_price_csv(write_csv(tmp_path, rows))
+
+
+def test_an_infinite_volume_is_refused_too(tmp_path):
+    rows = [f"{date},{100 + i},{1000 + i}" for i, date in enumerate(days(10))]
+    rows[2] = f"{days(10)[2]},102,inf"
+    with pytest.raises(PriceDataError, match="Volume is infinite on line 4"):
+        read_price_csv(write_csv(tmp_path, rows, header="Date,Close,Volume"))
+
+
+def test_non_positive_closes_name_the_line_and_date(tmp_path):
+    rows = [f"{date},{100 + i}" for i, date in enumerate(days(10))]
+    rows[4] = f"{days(10)[4]},0"
+    with pytest.raises(PriceDataError, match=f"line 6, {days(10)[4]} has 0"):
+        read_price_csv(write_csv(tmp_path, rows))
+
+
+def test_integer_dates_are_refused_with_the_accepted_format(tmp_path):
+    rows = [f"{20200101 + i},{100 + i}" for i in range(10)]
+    with pytest.raises(PriceDataError) as raised:
+        read_price_csv(write_csv(tmp_path, rows))
+    message = str(raised.value)
+    assert "the Date column holds numbers (e.g. 20200101 on line 2), not dates" in message
+    assert "YYYY-MM-DD" in message and "\n" not in message
+
+
+def test_day_month_year_dates_are_refused_in_one_line(tmp_path, recwarn):
+    rows = [
+        f"{day:%d/%m/%Y},{100 + i}"
+        for i, day in enumerate(pd.bdate_range("2020-01-01", periods=20))
+    ]
+    with pytest.raises(PriceDataError) as raised:
+        read_price_csv(write_csv(tmp_path, rows))
+    message = str(raised.value)
+    assert "the Date '01/01/2020' on line 2 is not a date" in message
+    assert "YYYY-MM-DD" in message and "ambiguous" in message and "\n" not in message
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+
+
+def test_words_in_the_date_column_give_only_the_clean_error(tmp_path, recwarn):
+    rows = [f"{date},{100 + i}" for i, date in enumerate(days(5))]
+    rows[2] = f"yesterday,{102}"
+    with pytest.raises(PriceDataError, match="the Date 'yesterday' on line 4 is not a date"):
+        read_price_csv(write_csv(tmp_path, rows))
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)]
+
+
+def test_yahoo_csv_dates_with_time_zones_are_read(tmp_path):
+    rows = ["2020-03-06 00:00:00-05:00,10", "2020-03-09 00:00:00-04:00,11"]
+    frame = read_price_csv(write_csv(tmp_path, rows))
+    assert list(frame.index.strftime("%Y-%m-%d")) == ["2020-03-06", "2020-03-09"]
 
 
 def test_bundled_files_are_complete():
