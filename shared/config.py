@@ -28,6 +28,7 @@ from typing import Any, ClassVar, TypeVar
 from shared.errors import UserError
 
 STRATEGY_CHOICES = ("auto", "default", "mirrored", "multiworker")
+KEEP_CHOICES = ("best", "last")
 
 ConfigT = TypeVar("ConfigT", bound="TrainConfig")
 
@@ -97,6 +98,12 @@ class TrainConfig:
         "workers), default (one device), mirrored (all GPUs, or all logical CPUs) or "
         "multiworker (the processes named by TF_CONFIG; see python -m shared.launch).",
         choices=STRATEGY_CHOICES,
+    )
+    keep: str = option(
+        "best",
+        "Which epoch model.keras holds (and metrics.json scores): best (the best validation "
+        "score; the last epoch is kept as last.keras) or last (the best is kept as best.keras).",
+        choices=KEEP_CHOICES,
     )
     quick: bool = option(False, "Tiny end-to-end run (seconds) for smoke tests.")
 

@@ -134,6 +134,7 @@ class Run:
     project: str
     path: Path
     resumed: bool
+    keep: str = "best"
     _log_handler: logging.Handler | None = None
     _previous_log_level: int = logging.WARNING
     _started: float = dataclasses.field(default_factory=time.perf_counter)
@@ -149,6 +150,44 @@ class Run:
         folder = self.path / "plots"
         folder.mkdir(exist_ok=True)
         return folder
+
+    def keep_chosen_epoch(self, model: keras.Model) -> dict[str, Any] | None:
+        """Make ``model`` the epoch ``--keep`` chose; call after ``fit``, before scoring.
+
+        With ``--keep best`` the model as trained (the last epoch) is saved as
+        ``last.keras`` and the best epoch's weights (``best.keras``) are loaded
+        into ``model``; with ``--keep last`` nothing changes. `finish` then
+        saves ``model`` as ``model.keras``, so the two files are always the
+        model in use and the other epoch.
+
+        Args:
+            model: The trained model; for ``best`` it must be the model that
+                ``best.keras`` holds (same layers).
+
+        Returns:
+            The best epoch's record (``best.json``: monitor, value, zero-based
+            epoch), or None when no epoch had a finite validation score.
+        """
+        best_json = self.path / "best.json"
+        if not best_json.exists():
+            return None
+        best = read_json(best_json)
+        if self.keep == "best":
+            save_model(model, self.path / "last.keras")
+            model.set_weights(load_model(self.path / "best.keras", compile=False).get_weights())
+            log.info(
+                "model.keras: epoch %d, the best %s (%.4g); the last epoch is in last.keras",
+                best["epoch"] + 1,
+                best["monitor"],
+                best["value"],
+            )
+        else:
+            log.info(
+                "model.keras: the last epoch; the best %s (epoch %d) is in best.keras",
+                best["monitor"],
+                best["epoch"] + 1,
+            )
+        return best
 
     def finish(self, model: keras.Model, metrics: dict[str, Any]) -> Path:
         """Save the final model, metrics, timing and training curves.
@@ -173,6 +212,9 @@ class Run:
         metrics["status"] = "diverged" if diverged else "completed"
         if not diverged:
             save_model(model, self.model_path)
+            if self.keep == "best" and (self.path / "last.keras").exists():
+                # best.keras is what model.keras now holds; keep one copy.
+                (self.path / "best.keras").unlink(missing_ok=True)
         write_json(self.path / "metrics.json", metrics)
         history = self.path / "history.csv"
         timing: dict[str, Any] = {"wall_seconds": time.perf_counter() - self._started}
@@ -359,6 +401,7 @@ def start_run(project: str, config: TrainConfig) -> Run:
         project=project,
         path=path,
         resumed=resumed,
+        keep=config.keep,
         _log_handler=handler,
         _previous_log_level=previous_level,
     )
@@ -382,12 +425,13 @@ class LoadedRun:
     model: keras.Model
 
 
-def load_run(run_dir: str | os.PathLike, which: str = "model", inference: str = "") -> LoadedRun:
+def load_run(run_dir: str | os.PathLike, which: str = "model", inference: str = "") -> LoadedRun:  # noqa: E501
     """Load a finished run's settings, metrics and model.
 
     Args:
         run_dir: The run directory (``runs/<project>/latest`` works).
-        which: ``model`` for the final model, ``best`` for the best epoch's.
+        which: ``model`` for ``model.keras`` (the epoch ``--keep`` chose), ``best``
+            for the best validation epoch, ``last`` for the last epoch.
         inference: The calling inference module (e.g. ``projects.xor_mlp.predict``);
             a run of another project is then refused with the module to use.
 
@@ -401,8 +445,8 @@ def load_run(run_dir: str | os.PathLike, which: str = "model", inference: str = 
         shared.saving.ModelFileError: The model file is missing, damaged, or
             holds NaN or infinite weights.
     """
-    if which not in ("model", "best"):
-        raise ValueError(f"which must be 'model' or 'best', got {which!r}")
+    if which not in ("model", "best", "last"):
+        raise ValueError(f"which must be 'model', 'best' or 'last', got {which!r}")
     path = Path(run_dir)
     if not path.is_dir():
         raise RunError(f"No run directory at {path}. Train first, or pass an existing --run-dir.")
@@ -428,10 +472,13 @@ def load_run(run_dir: str | os.PathLike, which: str = "model", inference: str = 
             f"{path} holds a run whose training diverged (its loss became NaN or infinite); "
             "it has no usable model. Train again with a lower --learning-rate."
         )
-    model = load_model(path / f"{which}.keras", compile=False)
+    # model.keras holds the epoch --keep chose; the other one has its own file.
+    kept = config.get("keep", "best") if isinstance(config, dict) else "best"
+    model_file = path / ("model.keras" if which in ("model", kept) else f"{which}.keras")
+    model = load_model(model_file, compile=False)
     if not weights_are_finite(model):
         raise ModelFileError(
-            f"{path / f'{which}.keras'} holds NaN or infinite weights: its training diverged. "
+            f"{model_file} holds NaN or infinite weights: its training diverged. "
             "Train again with a lower --learning-rate."
         )
     return LoadedRun(path=path, config=config, metrics=metrics, model=model)

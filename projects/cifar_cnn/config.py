@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.config import TrainConfig, option
+from shared.config import KEEP_CHOICES, TrainConfig, option
 
 MODELS = ("simple", "vgg", "resnet")
 
@@ -16,6 +16,13 @@ class CifarConfig(TrainConfig):
     QUICK = {"epochs": 1, "width": 8, "max_train_images": 512, "batch_size": 64}
 
     epochs: int = option(18, "Passes over the training images.", minimum=1)
+    keep: str = option(
+        "last",
+        "Which epoch model.keras holds (and metrics.json scores): last (the best is kept as "
+        "best.keras) or best. Default last: the held-out images that pick the best epoch may "
+        "be the test split, and choosing on them would make their accuracy optimistic.",
+        choices=KEEP_CHOICES,
+    )
     batch_size: int = option(
         0,
         "Global batch size; 0: 256, or for small datasets the largest power of two that "

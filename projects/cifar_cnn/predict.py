@@ -27,9 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--which",
-        choices=("model", "best"),
+        choices=("model", "best", "last"),
         default="model",
-        help="The final model, or the epoch with the best held-out accuracy.",
+        help="model.keras (the epoch the run's --keep chose), or the best or last epoch.",
     )
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG, ... files.")
     return parser

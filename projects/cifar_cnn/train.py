@@ -172,8 +172,9 @@ def main(config: CifarConfig) -> dict:
         verbose=fit_verbosity(),
     )
 
-    # The reported model is the last epoch's: choosing the best epoch by its held-out
-    # accuracy would make that accuracy optimistic (best.keras is kept as well).
+    # --keep last by default here: choosing the epoch by its held-out accuracy would make
+    # that accuracy optimistic, and the held-out images may be the test split.
+    run.keep_chosen_epoch(model)
     probabilities = model.predict(held_out, verbose=0)
     metrics = classification_metrics(probabilities, data.held_out_labels, data.class_names)
     metrics.update(

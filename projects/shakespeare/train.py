@@ -44,7 +44,6 @@ from shared.callbacks import standard_callbacks
 from shared.cli import fit_verbosity, run_training_cli
 from shared.distribute import select_strategy
 from shared.runs import start_run
-from shared.saving import load_model, read_json
 
 log = logging.getLogger("shakespeare")
 
@@ -156,10 +155,9 @@ def main(config: ShakespeareConfig) -> dict:
         verbose=fit_verbosity(),
     )
 
-    # The saved model is the best epoch's (lowest validation loss), not the last one.
-    # Setting the wrapper's weights sets the core's: they are the same variables.
-    best_state = read_json(run.path / "best.json")
-    model.set_weights(load_model(run.path / "best.keras").get_weights())
+    # --keep: the best validation epoch (default) or the last. Setting the wrapper's
+    # weights sets the core's: they are the same variables.
+    best_state = run.keep_chosen_epoch(model)
     nats = float(
         core.evaluate(validation_dataset(val_ids, config.seq_length, config.batch_size), verbose=0)
     )
@@ -170,7 +168,8 @@ def main(config: ShakespeareConfig) -> dict:
     metrics = {
         "characters": {"total": len(text), "train": len(train_text), "validation": len(val_text)},
         "vocabulary_size": len(vocabulary),
-        "best_epoch": best_state["epoch"] + 1,
+        "best_epoch": best_state["epoch"] + 1 if best_state else None,
+        "kept_epoch": config.keep,
         "validation": {
             "nats_per_char": nats,
             "bits_per_char": nats / math.log(2),
@@ -183,9 +182,9 @@ def main(config: ShakespeareConfig) -> dict:
         "sample": prompt + sample,
     }
     log.info(
-        "Best validation (epoch %d): %.4f nats/char = %.4f bits/char (perplexity %.2f); "
-        "character frequencies alone: %.4f bits/char.",
-        metrics["best_epoch"],
+        "Validation of model.keras (%s epoch): %.4f nats/char = %.4f bits/char "
+        "(perplexity %.2f); character frequencies alone: %.4f bits/char.",
+        config.keep,
         nats,
         nats / math.log(2),
         math.exp(nats),

@@ -81,8 +81,12 @@ def fit_forecaster(
     strategy: tf.distribute.Strategy,
     callbacks: list[keras.callbacks.Callback],
     verbose: int,
+    restore_best_weights: bool,
 ) -> keras.Model:
-    """Build the network in the strategy's scope, train it, keep the best-validation weights.
+    """Build the network in the strategy's scope and train it, stopping early on validation loss.
+
+    ``restore_best_weights``: end with the best validation epoch's weights (as
+    Keras's ``EarlyStopping`` does); the main run leaves that to `Run.keep_chosen_epoch`.
 
     ``stats`` are the training days' feature mean and variance (`normalisation_stats`).
     """
@@ -101,7 +105,7 @@ def fit_forecaster(
         )
         compile_forecaster(model, config.learning_rate)
     early_stopping = keras.callbacks.EarlyStopping(
-        patience=config.patience, restore_best_weights=True
+        patience=config.patience, restore_best_weights=restore_best_weights
     )
     model.fit(
         training_dataset(windows, split.train, config.batch_size, config.seed),
@@ -174,7 +178,9 @@ def main(config: StockConfig) -> dict:
         strategy,
         standard_callbacks(run.path, examples_per_epoch=split.train.stop - split.train.start),
         verbose=fit_verbosity(),
+        restore_best_weights=False,
     )
+    run.keep_chosen_epoch(model)  # --keep: the best validation epoch (default) or the last
     close = prices["Close"].to_numpy(dtype=np.float64)
     evaluation = evaluate_split(model, config, windows, split, stats, close)
     methods = evaluation["methods"]
@@ -242,7 +248,16 @@ def walk_forward(
             )
             log.info("Walk-forward fold %d/%d", fold + 1, config.walk_forward)
             stats = normalisation_stats(windows, split.train)
-            model = fit_forecaster(config, windows, split, stats, strategy, [], verbose=0)
+            model = fit_forecaster(
+                config,
+                windows,
+                split,
+                stats,
+                strategy,
+                [],
+                verbose=0,
+                restore_best_weights=config.keep == "best",
+            )
             methods = evaluate_split(model, config, windows, split, stats, close)["methods"]
         folds.append({"test": period(windows, split.test), "methods": methods})
         log.info(

@@ -77,6 +77,7 @@ def main(config: XorConfig) -> dict:
         callbacks=standard_callbacks(run.path, examples_per_epoch=4 * config.repeats),
         verbose=fit_verbosity(),
     )
+    run.keep_chosen_epoch(mlp)  # --keep: the best validation epoch (default) or the last
 
     # 2. The perceptron: same data, optimizer and epochs; only the hidden layer is missing.
     with strategy.scope():
