@@ -170,10 +170,12 @@ def test_an_invalid_loss_stops_training_on_every_worker(tmp_path):
         "--run-dir",
         str(run_dir),
     )
-    # Both workers stopped at the same batch and finished normally: a worker
-    # that kept training would wait forever for the other in an all-reduce.
-    assert result.returncode == 0, result.stdout[-3000:]
-    assert "launch: all 2 workers finished." in result.stdout
+    # Both workers stopped at the same batch and got to the end of the run (a worker
+    # that kept training would wait forever for the other in an all-reduce), where
+    # the diverged run is reported as a failure, not saved as a usable model.
+    assert result.returncode == 2, result.stdout[-3000:]
+    assert "exited with 2" in result.stdout + (result.stderr or "")
+    assert "error: training diverged" in result.stdout
     stops = {}
     for line in result.stdout.splitlines():
         if "Training stopped: the loss became" in line:
@@ -186,10 +188,10 @@ def test_an_invalid_loss_stops_training_on_every_worker(tmp_path):
     assert done == [0], "training should stop in the epoch where the loss overflowed"
     history = np.genfromtxt(run_dir / "history.csv", delimiter=",", names=True)
     assert not np.all(np.isfinite(np.atleast_1d(history["loss"])))
-    # The run still ends properly on the chief, but no epoch was good enough
-    # for a best model, and the backup is cleaned up as after any finished run.
-    assert (run_dir / "metrics.json").exists()
-    assert not (run_dir / "best.keras").exists()
+    # The run still ends properly on the chief, marked diverged, with no model: no
+    # epoch was good enough for a best model, and the last one is NaN.
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "diverged"
+    assert not list(run_dir.glob("*.keras"))
     assert not (run_dir / "backup").exists()
 
 

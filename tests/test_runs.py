@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 
 import keras
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 
 from projects.xor_mlp.config import XorConfig
 from projects.xor_mlp.train import main as train_xor
-from shared.callbacks import ResumableCSVLogger, standard_callbacks
+from shared.callbacks import standard_callbacks
 from shared.runs import RunError, load_run
 from shared.saving import ModelFileError
 
@@ -29,7 +30,7 @@ def test_a_run_directory_describes_itself(tmp_path):
         "metrics.json",
         "timing.json",
         "model.keras",
-        "best.keras",
+        "last.keras",
         "best.json",
         "train.log",
         "tensorboard",
@@ -60,6 +61,7 @@ def test_a_run_directory_describes_itself(tmp_path):
     best = json.loads((run_dir / "best.json").read_text())
     val_losses = [float(row["val_loss"]) for row in rows]
     assert best["epoch"] == int(np.argmin(val_losses))
+    assert not list(run_dir.rglob(".tmp-*"))
 
 
 def test_default_run_directory_is_timestamped_and_latest_points_to_it(tmp_path, monkeypatch):
@@ -98,8 +100,31 @@ def test_resuming_with_other_settings_is_refused(tmp_path):
     (run_dir / "config.json").write_text(
         json.dumps({"project": "xor_mlp", **XorConfig(**QUICK).to_dict()})
     )
+    (run_dir / "history.csv").write_text("epoch,loss\n0,0.69\n")  # an epoch completed
     with pytest.raises(RunError, match=r"other settings \(hidden_units: 8 -> 4\)"):
         train_xor(XorConfig(run_dir=str(run_dir), hidden_units=4, **QUICK))
+
+
+def test_a_run_that_failed_on_bad_input_restarts_with_corrected_flags(tmp_path, caplog):
+    from projects.stock_lstm.config import StockConfig
+    from projects.stock_lstm.train import main as train_stock
+    from shared.prices import PriceDataError
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("Date,Close\n2020-01-02,abc\n")
+    run_dir = tmp_path / "run"
+    with pytest.raises(PriceDataError):
+        train_stock(StockConfig(quick=True, run_dir=str(run_dir), csv=str(bad), **STOCK_QUICK))
+    assert (run_dir / "config.json").exists() and not (run_dir / "history.csv").exists()
+
+    caplog.set_level(logging.INFO)
+    metrics = train_stock(StockConfig(quick=True, run_dir=str(run_dir), **STOCK_QUICK))
+    assert metrics["status"] == "completed"
+    assert "No epoch of the earlier attempt" in caplog.text and "csv changed" in caplog.text
+    assert json.loads((run_dir / "config.json").read_text())["csv"] == ""
+
+
+STOCK_QUICK = dict(epochs=1, window=20, units=8, start="2021-01-01", patience=2)
 
 
 def test_load_run_errors_name_the_problem(tmp_path):
@@ -125,6 +150,7 @@ def test_load_run_returns_what_inference_needs(tmp_path):
     assert run.metrics["gate"] == "xor"
     assert run.model.input_shape == (None, 2)
     assert load_run(tmp_path / "run", which="best").model.output_shape == (None, 1)
+    assert load_run(tmp_path / "run", which="last").model.output_shape == (None, 1)
 
 
 def tiny_regression():
@@ -133,19 +159,6 @@ def tiny_regression():
     model.compile(optimizer="sgd", loss="mse")
     x = np.linspace(-1, 1, 32, dtype="float32").reshape(-1, 1)
     return model, x, 2 * x
-
-
-def test_csv_logger_drops_rows_of_epochs_that_are_trained_again(tmp_path):
-    # The process died after logging epochs 0-3 but the backup only reached epoch 2:
-    # on resume, epochs 2 and 3 run again and must not appear twice.
-    history = tmp_path / "history.csv"
-    history.write_text("epoch,loss\n0,4.0\n1,3.0\n2,2.0\n3,1.0\n")
-    model, x, y = tiny_regression()
-    model.fit(x, y, epochs=5, initial_epoch=2, verbose=0, callbacks=[ResumableCSVLogger(history)])
-    with open(history) as handle:
-        rows = list(csv.DictReader(handle))
-    assert [int(row["epoch"]) for row in rows] == [0, 1, 2, 3, 4]
-    assert rows[1]["loss"] == "3.0" and rows[2]["loss"] != "2.0"
 
 
 def test_an_invalid_loss_stops_training_and_says_why(tmp_path, caplog):

@@ -123,13 +123,24 @@ def main(config: CifarConfig) -> dict:
     train_images, train_labels = limit_images(
         data.train_images, data.train_labels, config.max_train_images, config.seed
     )
+    if len(train_labels) < len(data.train_labels):
+        log.info(
+            "Training on %d of the %d training images (--max-train-images %d, the same share "
+            "of every class)",
+            len(train_labels),
+            len(data.train_labels),
+            config.max_train_images,
+        )
     num_classes = len(data.class_names)
     batch_size = choose_batch_size(config.batch_size, len(train_labels))
     steps_per_epoch = max(len(train_labels) // batch_size, 1)
     log.info(
-        "Batch size %d (%d steps per epoch), peak learning rate %.4g (--learning-rate %g x %d/%d)",
+        "Batch size %d (%d step%s per epoch over %d images), peak learning rate %.4g "
+        "(--learning-rate %g x %d/%d)",
         batch_size,
         steps_per_epoch,
+        "" if steps_per_epoch == 1 else "s",
+        steps_per_epoch * batch_size,
         peak_learning_rate(config, batch_size),
         config.learning_rate,
         batch_size,

@@ -1,0 +1,178 @@
+"""The run contract under SIGKILL at every step of an epoch's commit, and damaged run files.
+
+Each kill test starts a real training process that SIGKILLs itself right after
+one step of `RunCheckpoint` (or half-way through writing a model file), then
+re-runs the same command, as a user would after a crash, and checks that the
+finished run has every epoch exactly once, a best model that matches its
+history, and no leftover temporary files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from projects.xor_mlp.config import XorConfig
+from projects.xor_mlp.train import main as train_xor
+from shared.callbacks import BackupError
+from shared.runs import RunError, load_run
+from shared.saving import RunFileError
+from tests.helpers import REPO_ROOT, run_module
+
+EPOCHS = 4
+XOR_FLAGS = ["--quick", "--epochs", str(EPOCHS), "--numpy-epochs", "20"]
+SAME_AS_FLAGS = dict(quick=True, epochs=EPOCHS, repeats=16, numpy_epochs=20)
+
+# Runs training, and SIGKILLs the process right after the N-th call of one function.
+KILLING_DRIVER = textwrap.dedent(
+    """
+    import os, signal, sys
+
+    from projects.xor_mlp.config import XorConfig
+    from shared import callbacks, saving
+    from shared.cli import run_training_cli
+
+    owner_name, function_name, kill_at_call = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    owner = {"RunCheckpoint": callbacks.RunCheckpoint, "Model": saving.keras.Model}[owner_name]
+    original = getattr(owner, function_name)
+    calls = 0
+
+    def and_then_die(*args, **kwargs):
+        global calls
+        result = original(*args, **kwargs)
+        calls += 1
+        if calls == kill_at_call:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    setattr(owner, function_name, and_then_die)
+    from projects.xor_mlp.train import main
+
+    run_training_cli(main, XorConfig, sys.argv[4:])
+    """
+)
+
+
+def rows_of(history_csv) -> list[dict]:
+    with open(history_csv, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize(
+    ("owner", "step", "call"),
+    [
+        ("RunCheckpoint", "_save_weights", 2),  # state of epoch 2 written, not committed
+        ("RunCheckpoint", "_save_best_candidate", 2),  # best candidate written, not committed
+        ("RunCheckpoint", "_commit", 2),  # committed, history.csv and best.keras not updated
+        ("RunCheckpoint", "_commit", EPOCHS),  # the same in the last epoch: nothing to re-train
+        ("RunCheckpoint", "_publish_best", 2),  # best.keras moved, history.csv not updated
+        ("RunCheckpoint", "_publish_history", 3),  # history.csv written, old files not deleted
+        ("Model", "save", 2),  # a model's temporary file written, not yet renamed
+    ],
+)
+def test_a_kill_at_any_step_of_an_epoch_leaves_a_consistent_run(tmp_path, owner, step, call):
+    driver = tmp_path / "driver.py"
+    driver.write_text(KILLING_DRIVER)
+    run_dir = tmp_path / "run"
+    flags = [*XOR_FLAGS, "--run-dir", str(run_dir)]
+    killed = subprocess.run(
+        [sys.executable, str(driver), owner, step, str(call), *flags],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (run_dir / "metrics.json").exists()
+
+    resumed = run_module("projects.xor_mlp.train", *flags)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming the interrupted run" in resumed.stderr
+
+    rows = rows_of(run_dir / "history.csv")
+    assert [int(row["epoch"]) for row in rows] == list(range(EPOCHS))
+    best = json.loads((run_dir / "best.json").read_text())
+    val_losses = [float(row["val_loss"]) for row in rows]
+    assert best["value"] == min(val_losses)
+    assert best["epoch"] == val_losses.index(min(val_losses))
+    assert not list(run_dir.rglob(".tmp-*")), "temporary files left behind"
+    assert not (run_dir / "backup").exists()
+    assert {"model.keras", "last.keras"} <= {path.name for path in run_dir.iterdir()}
+    load_run(run_dir)  # the kept model loads, with finite weights
+
+
+def interrupted_xor_run(tmp_path):
+    """A run directory as left by a process killed after its second epoch."""
+    driver = tmp_path / "driver.py"
+    driver.write_text(KILLING_DRIVER)
+    run_dir = tmp_path / "run"
+    flags = [*XOR_FLAGS, "--run-dir", str(run_dir)]
+    subprocess.run(
+        [sys.executable, str(driver), "RunCheckpoint", "_publish_history", "2", *flags],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+    )
+    assert (run_dir / "backup" / "state.json").exists()
+    return run_dir, flags
+
+
+def test_damaged_run_files_are_repaired_or_reported_in_one_line(tmp_path):
+    run_dir, flags = interrupted_xor_run(tmp_path)
+    # best.json and history.csv are derived from the committed state: an empty one is
+    # rewritten on resume.
+    (run_dir / "best.json").write_text("")
+    (run_dir / "history.csv").write_text("")
+    state = (run_dir / "backup" / "state.json").read_text()
+    # A damaged commit record cannot be repaired: a clear message, no traceback.
+    (run_dir / "backup" / "state.json").write_text(state[:40])
+    refused = run_module("projects.xor_mlp.train", *flags)
+    assert refused.returncode == 2
+    assert "Traceback" not in refused.stderr
+    assert "the backup in" in refused.stderr and "cannot be read" in refused.stderr
+    assert "Delete that folder" in refused.stderr
+
+    (run_dir / "backup" / "state.json").write_text(state)
+    resumed = run_module("projects.xor_mlp.train", *flags)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [int(row["epoch"]) for row in rows_of(run_dir / "history.csv")] == [0, 1, 2, 3]
+    assert json.loads((run_dir / "best.json").read_text())["monitor"] == "val_loss"
+
+
+def test_a_damaged_config_or_metrics_json_gets_a_clear_error(tmp_path):
+    run_dir = tmp_path / "run"
+    train_xor(XorConfig(run_dir=str(run_dir), epochs=2, repeats=16, numpy_epochs=20))
+    (run_dir / "metrics.json").write_text('{"accuracy": 1.0,')
+    with pytest.raises(RunFileError, match=r"metrics.json is damaged \(17 bytes, not valid JSON"):
+        load_run(run_dir)
+    predicted = run_module("projects.xor_mlp.predict", "--run-dir", str(run_dir), "1", "0")
+    assert predicted.returncode == 2 and "Traceback" not in predicted.stderr
+    assert "metrics.json is damaged" in predicted.stderr
+
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.json").write_text("")
+    with pytest.raises(RunFileError, match="config.json is damaged"):
+        train_xor(XorConfig(run_dir=str(unfinished), epochs=1))
+
+
+def test_a_damaged_state_file_in_a_python_call_raises_backup_error(tmp_path):
+    run_dir, _ = interrupted_xor_run(tmp_path)
+    (run_dir / "backup" / "state.json").write_text("{")
+    with pytest.raises(BackupError, match="cannot be read"):
+        train_xor(XorConfig(run_dir=str(run_dir), **SAME_AS_FLAGS))
+
+
+def test_a_finished_run_is_still_refused_after_a_resume(tmp_path):
+    run_dir, flags = interrupted_xor_run(tmp_path)
+    assert run_module("projects.xor_mlp.train", *flags).returncode == 0
+    with pytest.raises(RunError, match="already holds a finished run"):
+        train_xor(XorConfig(run_dir=str(run_dir), **SAME_AS_FLAGS))
