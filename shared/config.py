@@ -141,9 +141,9 @@ def _check_limits(field: dataclasses.Field, value: Any) -> None:
 
 def program_name() -> str | None:
     """``python -m package.module`` when run that way (argparse would say ``module.py``)."""
-    arguments = list(getattr(sys, "orig_argv", []))
-    if "-m" in arguments[1:3]:
-        return f"python -m {arguments[arguments.index('-m') + 1]}"
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        return f"python -m {spec.name}"
     return None
 
 
@@ -195,7 +195,8 @@ def build_parser(config_class: type[ConfigT], description: str | None = None) ->
     for field in fields:
         flag = flag_name(field.name)
         field_type = types[field.name]
-        help_text = field.metadata.get("help", "")
+        # argparse %-formats help texts: "5%" in a text would crash --help.
+        help_text = field.metadata.get("help", "").replace("%", "%%")
         choices = field.metadata.get("choices")
         if field_type is bool:
             parser.add_argument(

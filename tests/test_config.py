@@ -6,6 +6,9 @@ import dataclasses
 
 import pytest
 
+from projects.cifar_cnn.config import CifarConfig
+from projects.shakespeare.config import ShakespeareConfig
+from projects.stock_lstm.config import StockConfig
 from projects.xor_mlp.config import XorConfig
 from shared.config import ConfigError, TrainConfig, build_parser, option, parse_config
 
@@ -129,6 +132,23 @@ def test_quick_applies_overrides_and_explicit_flags_win():
     assert mixed_order.epochs == 4
 
 
-def test_every_project_quick_config_is_valid():
-    quick = parse_config(XorConfig, ["--quick"])
-    assert quick.epochs < XorConfig().epochs
+ALL_CONFIGS = (XorConfig, StockConfig, ShakespeareConfig, CifarConfig)
+
+
+@pytest.mark.parametrize("config_class", ALL_CONFIGS)
+def test_every_project_quick_config_is_valid_and_smaller(config_class):
+    quick = parse_config(config_class, ["--quick"])
+    default = config_class()
+    assert quick.quick and quick.epochs <= default.epochs
+    assert quick != dataclasses.replace(default, quick=True), "QUICK changes nothing"
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e400"])
+def test_non_finite_floats_are_rejected_naming_the_flag(value, capsys):
+    err = parse_error([f"--learning-rate={value}"], capsys)
+    assert "--learning-rate must be a finite number" in err
+
+
+def test_non_finite_floats_fail_when_built_from_python_too():
+    with pytest.raises(ConfigError, match="--learning-rate must be a finite number, got inf"):
+        XorConfig(learning_rate=float("inf"))

@@ -1,0 +1,250 @@
+"""What a person at the command line sees: README commands, start-up, errors, Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from projects.xor_mlp.config import XorConfig
+from projects.xor_mlp.train import main as train_xor
+from shared.cli import filter_startup_lines
+from shared.runs import INFERENCE_MODULES, RunError, TrainingDiverged, load_run
+from tests.helpers import REPO_ROOT, history_epochs, run_module
+
+READMES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "projects").glob("*/README.md"))]
+
+
+def readme_commands() -> tuple[set[str], set[str]]:
+    """``make`` targets and ``python -m`` modules named in the READMEs' code."""
+    targets, modules = set(), set()
+    for readme in READMES:
+        text = readme.read_text()
+        code = re.findall(r"```(?:bash|sh)?\n(.*?)```", text, flags=re.S)
+        code += re.findall(r"`([^`\n]+)`", text)
+        for snippet in code:
+            targets.update(re.findall(r"(?:^|[\s;&(])make ([a-z][a-z0-9-]*)", snippet))
+            modules.update(re.findall(r"python -m ((?:projects|shared)\.[a-z_.]+)", snippet))
+    return targets, modules
+
+
+def makefile_targets() -> set[str]:
+    text = (REPO_ROOT / "Makefile").read_text()
+    return set(re.findall(r"^([a-z][a-z0-9-]*):", text, flags=re.M))
+
+
+def test_every_make_target_named_in_a_readme_exists():
+    targets, _ = readme_commands()
+    assert {"xor-mlp", "stock-lstm", "shakespeare", "cifar-cnn", "test"} <= targets
+    missing = targets - makefile_targets()
+    assert not missing, f"README names make targets the Makefile lacks: {sorted(missing)}"
+
+
+def test_every_python_module_named_in_a_readme_answers_help_without_tensorflow():
+    _, modules = readme_commands()
+    assert "projects.xor_mlp.predict" in modules and "projects.stock_lstm.train" in modules
+    for module in sorted(modules):
+        result = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", module, "--help"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, f"{module} --help failed:\n{result.stderr[-2000:]}"
+        assert result.stdout.startswith(f"usage: python -m {module}"), result.stdout[:200]
+        imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
+        assert "tensorflow" not in imported, f"{module} --help imports TensorFlow"
+
+
+def test_the_readme_says_how_to_make_python_find_the_installed_packages():
+    text = (REPO_ROOT / "README.md").read_text()
+    quick_start = text[: text.index("## Projects")]
+    assert "source .venv/bin/activate" in quick_start
+
+
+def test_flag_errors_are_answered_before_tensorflow_loads():
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "projects.stock_lstm.train", "--epoch", "3"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "did you mean --epochs?" in result.stderr
+    assert "| tensorflow" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def xor_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("xor") / "run"
+    train_xor(XorConfig(run_dir=str(run_dir), epochs=2, repeats=16, numpy_epochs=20))
+    return run_dir
+
+
+def test_inference_prints_its_answer_and_nothing_else(xor_run):
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    env.pop("KERAS_PROJECTS_VERBOSE", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "projects.xor_mlp.predict", "--run-dir", str(xor_run), "1", "0"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 0
+    assert re.fullmatch(r"xor\(1, 0\) = [01] {3}\(P\(1\) = 0\.\d{4}\)\n", result.stdout)
+    assert result.stderr == "", result.stderr
+
+    env["KERAS_PROJECTS_VERBOSE"] = "1"
+    verbose = subprocess.run(
+        [sys.executable, "-m", "projects.xor_mlp.predict", "--run-dir", str(xor_run), "1", "0"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert "oneDNN custom operations are on" in verbose.stderr
+
+
+def test_start_up_filter_hides_known_lines_only():
+    banner = (
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        "I0000 port.cc:153] oneDNN custom operations are on. You may see ...\n"
+        "I0000 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be "
+        "used.\n"
+        "E0000 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error\n"
+        "W0000 some_op.cc:12] a warning nobody has seen before\n"
+    )
+    assert filter_startup_lines(banner) == "W0000 some_op.cc:12] a warning nobody has seen before\n"
+    # With NVIDIA drivers installed, a failing cuInit means the GPU is unusable: keep it.
+    with_driver = "E0000 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error\n"
+    assert filter_startup_lines(with_driver) == with_driver
+
+
+@pytest.mark.parametrize(
+    ("module", "extra"),
+    [
+        ("projects.stock_lstm.forecast", []),
+        ("projects.cifar_cnn.predict", ["image.png"]),
+        ("projects.shakespeare.generate", []),
+    ],
+)
+def test_inference_on_another_projects_run_names_the_right_script(xor_run, module, extra, capsys):
+    import importlib
+
+    script = importlib.import_module(module)
+    with pytest.raises(SystemExit) as raised:
+        script.main(["--run-dir", str(xor_run), *extra])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{xor_run} is a xor_mlp run; use python -m projects.xor_mlp.predict --run-dir {xor_run}"
+        in err
+    )
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_every_inference_script_refuses_runs_of_the_other_projects(tmp_path):
+    for project in INFERENCE_MODULES:
+        run_dir = tmp_path / project
+        run_dir.mkdir()
+        (run_dir / "config.json").write_text(f'{{"project": "{project}"}}')
+        for module in set(INFERENCE_MODULES.values()) - {INFERENCE_MODULES[project]}:
+            with pytest.raises(RunError, match=f"is a {project} run; use python -m"):
+                load_run(run_dir, inference=module)
+
+
+@pytest.mark.parametrize("run_dir", ["/dev/null/run", "/proc/version/run"])
+def test_a_run_directory_that_cannot_be_created_says_why(run_dir):
+    with pytest.raises(RunError, match=f"cannot write the run directory {run_dir}: Not a dir"):
+        train_xor(XorConfig(run_dir=run_dir, epochs=1))
+
+
+def test_non_finite_learning_rates_are_refused_for_every_project():
+    from shared.config import parse_config
+    from tests.test_config import ALL_CONFIGS
+
+    for config_class in ALL_CONFIGS:
+        for value in ("inf", "-inf", "nan"):
+            with pytest.raises(SystemExit):
+                parse_config(config_class, [f"--learning-rate={value}"])
+
+
+def test_a_diverged_run_is_marked_failed_and_refused_by_inference(tmp_path, monkeypatch):
+    from projects.stock_lstm.config import StockConfig
+    from projects.stock_lstm.train import main as train_stock
+
+    # A learning rate of 1e30: the squared error overflows and the weights become NaN.
+    monkeypatch.chdir(tmp_path)
+    config = StockConfig(
+        run_dir="runs/stock_lstm/diverged",
+        learning_rate=1e30,
+        epochs=2,
+        window=20,
+        units=8,
+        start="2021-01-01",
+        patience=50,
+    )
+    with pytest.raises(TrainingDiverged, match="lower --learning-rate"):
+        train_stock(config)
+    run_dir = tmp_path / "runs" / "stock_lstm" / "diverged"
+    assert '"status": "diverged"' in (run_dir / "metrics.json").read_text()
+    assert not list(run_dir.glob("*.keras"))
+    assert not (run_dir.parent / "latest").exists()
+    with pytest.raises(RunError, match="diverged"):
+        load_run(run_dir)
+
+
+def test_inference_refuses_a_model_with_non_finite_weights(xor_run, tmp_path):
+    import shutil
+
+    import keras
+    import numpy as np
+
+    from shared.saving import ModelFileError, save_model
+
+    copy = tmp_path / "copy"
+    shutil.copytree(xor_run, copy)
+    model = keras.saving.load_model(copy / "model.keras")
+    model.set_weights([np.full_like(weight, np.nan) for weight in model.get_weights()])
+    save_model(model, copy / "model.keras")
+    with pytest.raises(ModelFileError, match="holds NaN or infinite weights"):
+        load_run(copy)
+
+
+def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "projects.xor_mlp.train", "--epochs", "150", "--quick"]
+    process = subprocess.Popen(
+        [*command, "--run-dir", str(run_dir)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while len(history_epochs(run_dir / "history.csv")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert "Training interrupted." in stderr
+    assert f"-m projects.xor_mlp.train --epochs 150 --quick --run-dir {run_dir}" in stderr
+
+    resumed = run_module(
+        "projects.xor_mlp.train", "--epochs", "150", "--quick", "--run-dir", str(run_dir)
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Resuming the interrupted run" in resumed.stderr
+    assert history_epochs(run_dir / "history.csv") == list(range(150))
