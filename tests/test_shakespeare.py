@@ -248,6 +248,10 @@ def test_killed_run_resumes(tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["validation"]["nats_per_char"] > 0
 
 
-def test_bundled_text_is_in_the_repository():
-    assert BUNDLED_TEXT.is_file()
-    assert "shared/datasets" in BUNDLED_TEXT.as_posix()
+def test_the_default_text_is_the_real_tiny_shakespeare_file(tmp_path, monkeypatch):
+    # Without --text the bundled corpus is used, from any working directory.
+    monkeypatch.chdir(tmp_path)
+    text = load_text(None, seq_length=100)
+    assert text == BUNDLED_TEXT.read_text(encoding="utf-8")
+    assert text.startswith("First Citizen:\nBefore we proceed any further, hear me speak.")
+    assert text.count("ROMEO:") > 100

@@ -179,7 +179,13 @@ def test_quick_run_reports_every_method_and_interval(tmp_path):
             method
         )
     assert metrics["test"]["naive"]["mase"] == 1.0
-    assert 0 <= metrics["interval"]["test_coverage"] <= 1
+    # Coverage is a share of the test windows, and the interval brackets no change.
+    test_windows = metrics["periods"]["test"]["windows"]
+    covered = metrics["interval"]["test_coverage"] * test_windows
+    assert covered == pytest.approx(round(covered)) and round(covered) > 0
+    assert (
+        metrics["interval"]["lower_log_return"][0] < 0 < metrics["interval"]["upper_log_return"][0]
+    )
     assert metrics["interval"]["coverage_target"] == 0.8
     assert metrics["periods"]["train"]["last"] < metrics["periods"]["val"]["first"]
     assert metrics["periods"]["val"]["last"] < metrics["periods"]["test"]["first"]
