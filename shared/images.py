@@ -90,6 +90,8 @@ def decode_image(data: bytes, image_size: int, name: str) -> np.ndarray:
     """
     try:
         with warnings.catch_warnings():
+            # Pillow's advice on palette transparency is about its own API: not for users.
+            warnings.simplefilter("ignore", UserWarning)
             # Pillow only warns between 89 and 179 million pixels; refuse those too.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:

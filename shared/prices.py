@@ -320,8 +320,11 @@ def _quiet_yfinance() -> Iterator[None]:
 
 
 def _write_cache(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as temporary:
-        frame.to_csv(temporary, index_label="Date", date_format="%Y-%m-%d")
+    try:
+        with atomic_path(path) as temporary:
+            frame.to_csv(temporary, index_label="Date", date_format="%Y-%m-%d")
+    except OSError as error:  # a cache that cannot be written costs a download next time
+        log.warning("Could not cache the prices in %s (%s)", path, error.strerror or error)
 
 
 def _from_bundled(ticker: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame | None:

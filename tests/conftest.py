@@ -10,6 +10,9 @@ import pytest
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from shared.cli import load_tensorflow_quietly
+
+    load_tensorflow_quietly()  # without TensorFlow's start-up banner in the test output
     import tensorflow as tf
 
     cpu = tf.config.list_physical_devices("CPU")[0]

@@ -92,27 +92,24 @@ def xor_run(tmp_path_factory) -> Path:
 def test_inference_prints_its_answer_and_nothing_else(xor_run):
     env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
     env.pop("KERAS_PROJECTS_VERBOSE", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "projects.xor_mlp.predict", "--run-dir", str(xor_run), "1", "0"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+
+    def predict(env):
+        return subprocess.run(
+            [sys.executable, "-m", "projects.xor_mlp.predict", "--run-dir", str(xor_run), "1", "0"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
+
+    result = predict(env)
     assert result.returncode == 0
     assert re.fullmatch(r"xor\(1, 0\) = [01] {3}\(P\(1\) = 0\.\d{4}\)\n", result.stdout)
     assert result.stderr == "", result.stderr
 
     env["KERAS_PROJECTS_VERBOSE"] = "1"
-    verbose = subprocess.run(
-        [sys.executable, "-m", "projects.xor_mlp.predict", "--run-dir", str(xor_run), "1", "0"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    verbose = predict(env)
     assert "oneDNN custom operations are on" in verbose.stderr
 
 

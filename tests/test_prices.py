@@ -331,3 +331,9 @@ def test_bundled_files_are_complete():
         frame = read_price_csv(prices.BUNDLED_DIR / f"{ticker}.csv")
         assert len(frame) == 2768
         assert list(frame.columns) == ["Open", "High", "Low", "Close", "Volume"]
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_only_a_warning(fake_yahoo, caplog):
+    frame = load_prices("IBM", "2020-01-01", "2020-03-01", cache_dir="/dev/null/cache")
+    assert len(frame) > 30
+    assert "Could not cache the prices in /dev/null/cache" in caplog.text
