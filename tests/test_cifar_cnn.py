@@ -162,6 +162,11 @@ def test_quick_run_of_each_model_writes_a_complete_run(quick_runs, architecture)
     log = (run_dir / "train.log").read_text()
     assert "Convolution arithmetic" in log and "Total params" in log
     assert "accuracy is reported on" in log
+    # The log says what is used (--quick trains on a class-balanced 512-image subset).
+    used = saved["train_images"]
+    assert 500 <= used <= 512
+    assert f"Training on {used} of the 3600 training images (--max-train-images 512" in log
+    assert f"(7 steps per epoch over {7 * 64} images)" in log
 
 
 def test_saved_model_takes_raw_uint8_and_predicts_the_same_after_reload_in_a_fresh_process(

@@ -177,3 +177,67 @@ def test_an_invalid_loss_stops_training_and_says_why(tmp_path, caplog):
     assert not np.isfinite(losses[-1])
     assert f"Training stopped: the loss became {losses[-1]} at epoch {len(losses)}" in caplog.text
     assert "lower --learning-rate" in caplog.text
+
+
+def test_the_end_of_a_run_says_where_the_plots_are_and_what_to_try(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    run_dir = tmp_path / "run"
+    train_xor(XorConfig(run_dir=str(run_dir), **QUICK))
+    assert f"Plots: {run_dir / 'plots'}" in caplog.text
+    assert f"Try: python -m projects.xor_mlp.predict --run-dir {run_dir} 1 0" in caplog.text
+    assert f"tensorboard --logdir {run_dir / 'tensorboard'}" in caplog.text
+
+
+def test_a_one_epoch_training_curve_shows_its_points(tmp_path):
+    from PIL import Image
+
+    from shared.plots import plot_history
+
+    history = tmp_path / "history.csv"
+    history.write_text("epoch,loss,val_loss\n0,0.7,0.8\n")
+    plot_history(history, tmp_path / "curves.png")
+    pixels = np.asarray(Image.open(tmp_path / "curves.png").convert("RGB")).astype(int)
+    # Matplotlib's first two colours: tab:blue (train) and tab:orange (validation).
+    for colour in ((31, 119, 180), (255, 127, 14)):
+        close = np.abs(pixels - np.array(colour)).sum(axis=-1) < 30
+        assert close.sum() > 40, f"no visible point in colour {colour}"
+
+
+def test_training_on_a_terminal_shows_the_progress_bar_and_time_left(tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO_ROOT
+
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "projects.xor_mlp.train",
+            "--quick",
+            "--run-dir",
+            str(tmp_path / "r"),
+        ],
+        cwd=REPO_ROOT,
+        stdout=terminal,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    os.close(terminal)
+    _, stderr = process.communicate(timeout=300)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the terminal closed
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    assert process.returncode == 0, stderr[-2000:]
+    assert "━━━━" in output.decode(errors="replace")  # Keras's progress bar
+    assert "Epoch 1/3 took" in stderr and "left (done around" in stderr
