@@ -224,7 +224,7 @@ def test_predict_cli_classifies_images_and_reports_a_non_image(quick_runs, tmp_p
             in json.loads((run_dir / "metrics.json").read_text())["class_names"]
             for entry in ranked
         )
-    assert f"cannot read {paths[1]} as an image" in result.stderr
+    assert f"cannot read {paths[1]}: it is not an image file" in result.stderr
     assert "Traceback" not in result.stderr
 
 

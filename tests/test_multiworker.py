@@ -104,7 +104,7 @@ def test_two_workers_train_xor_like_one_process(tmp_path):
     assert "launch: all 2 workers finished." in result.stdout
 
     # Only the chief wrote the run directory, and it is complete.
-    for name in ("config.json", "metrics.json", "history.csv", "model.keras", "best.keras"):
+    for name in ("config.json", "metrics.json", "history.csv", "model.keras", "last.keras"):
         assert (run_dir / name).exists(), name
     assert (run_dir / "plots" / "training_curves.png").exists()
     assert not (run_dir / "backup").exists()
@@ -137,7 +137,7 @@ def test_two_workers_train_the_stock_forecaster_like_one_process(tmp_path):
         str(run_dir),
     )
     assert result.returncode == 0, result.stdout[-3000:]
-    for name in ("config.json", "metrics.json", "history.csv", "model.keras", "best.keras"):
+    for name in ("config.json", "metrics.json", "history.csv", "model.keras", "last.keras"):
         assert (run_dir / name).exists(), name
     assert_same_weights(run_dir / "model.keras", scratch(tmp_path, run_dir, 1) / "model.keras")
 

@@ -63,7 +63,9 @@ def check_settings(prompt: str, length: int, temperature: float, top_k: int | No
     if length < 0:
         raise GenerationError(f"--length must be 0 or more, got {length}.")
     if not (temperature > 0 and math.isfinite(temperature)):
-        raise GenerationError(f"--temperature must be a finite number above 0, got {temperature}.")
+        raise GenerationError(
+            f"--temperature must be greater than 0 and finite, got {temperature}."
+        )
     if top_k is not None and top_k < 1:
         raise GenerationError(f"--top-k must be at least 1, got {top_k}.")
 
