@@ -18,6 +18,11 @@ depend on them.
 
 from __future__ import annotations
 
+from shared.cli import load_tensorflow_quietly
+
+if __name__ == "__main__":
+    load_tensorflow_quietly()  # without TensorFlow's start-up banner
+
 import argparse
 import logging
 import time
