@@ -31,6 +31,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from projects.cifar_cnn import airbench
 from projects.cifar_cnn.config import CifarConfig
 from projects.cifar_cnn.data import training_dataset
 from projects.cifar_cnn.model import (
@@ -39,7 +40,11 @@ from projects.cifar_cnn.model import (
     channel_statistics,
     compile_classifier,
 )
-from projects.cifar_cnn.train import choose_batch_size
+from projects.cifar_cnn.train import (
+    AIRBENCH_MIN_STEPS,
+    choose_batch_size,
+    cpu_supports_bfloat16,
+)
 from shared.cli import setup_logging
 from shared.images import load_bundled_sample
 
@@ -83,15 +88,20 @@ def matmul_gflops(size: int = 4096, repeats: int = 10) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=20, help="Timed steps per model.")
-    args = parser.parse_args()
-    setup_logging()
-    config = CifarConfig()
-    batch_size = choose_batch_size(config.batch_size, FULL_TRAINING_IMAGES)
-    images, labels = load_bundled_sample(config.image_size)
-    mean, variance = channel_statistics(images)
+def airbench_model(images, labels, mean, variance, batch_size, steps):
+    """The default airbench model, compiled, and its training data (bundled sample)."""
+    whitening = airbench.patch_whitening_filters(images[:5000], mean, variance)
+    model = airbench.build_airbench(10, 32, mean, variance, whitening)
+    airbench.compile_airbench(model, 1000, batch_size)
+    data = airbench.training_dataset(images, labels, 10, batch_size, 1000, 2, True, True, seed=0)
+    return model, data
+
+
+def classic_model(architecture, width, images, labels, mean, variance, batch_size):
+    """One of simple/vgg/resnet with its recipe's settings, and its training data."""
+    config = CifarConfig(model=architecture)
+    model = build_classifier(architecture, 10, 32, width, mean, variance)
+    compile_classifier(model, 0.01, 0.9, config.weight_decay, config.label_smoothing)
     data = training_dataset(
         images,
         labels,
@@ -100,34 +110,72 @@ def main() -> None:
         augmentation(config.translate, config.flip, config.seed),
         config.seed,
     ).repeat()
+    return model, data
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=5120, help="Timed training images per model.")
+    args = parser.parse_args()
+    setup_logging()
+    images, labels = load_bundled_sample(32)
+    mean, variance = channel_statistics(images)
+    cpu_bfloat16 = cpu_supports_bfloat16()
+    cases = [
+        ("airbench (default)", "airbench", "float32"),
+        ("airbench (default)", "airbench", "mixed_bfloat16"),
+        ("ResNet-9 (resnet, width 32)", "resnet", "float32"),
+        ("ResNet-9 (resnet, width 32)", "resnet", "mixed_bfloat16"),
+        ("TF tutorial CNN (simple, width 32)", "simple", "float32"),
+    ]
     rows = []
-    for label, architecture, width in (
-        (f"default ({config.model}, width {config.width})", config.model, config.width),
-        ("TF tutorial CNN (simple, width 32)", "simple", 32),
-    ):
-        model = build_classifier(architecture, 10, config.image_size, width, mean, variance)
-        compile_classifier(model, 0.01, 0.9, config.weight_decay, config.label_smoothing)
-        per_second = training_throughput(model, data, args.steps, batch_size)
-        flops = forward_flops(model)
-        rows.append((label, model.count_params(), flops, per_second))
-        log.info("%s: %.0f images/s", label, per_second)
+    for label, architecture, policy in cases:
+        if policy == "mixed_bfloat16" and not cpu_bfloat16:
+            continue
+        keras.mixed_precision.set_global_policy(policy)
+        if architecture == "airbench":
+            batch_size = choose_batch_size(
+                0, FULL_TRAINING_IMAGES, airbench.RECIPE.batch_size, AIRBENCH_MIN_STEPS
+            )
+        else:
+            batch_size = choose_batch_size(0, FULL_TRAINING_IMAGES)
+        steps = max(args.images // batch_size, 3)
+        if architecture == "airbench":
+            model, data = airbench_model(images, labels, mean, variance, batch_size, steps)
+        else:
+            model, data = classic_model(
+                architecture, 32, images, labels, mean, variance, batch_size
+            )
+        per_second = training_throughput(model, data, steps, batch_size)
+        rows.append(
+            (label, policy, batch_size, model.count_params(), forward_flops(model), per_second)
+        )
+        log.info("%s, %s, batch %d: %.0f images/s", label, policy, batch_size, per_second)
+    keras.mixed_precision.set_global_policy("float32")
     peak = matmul_gflops()
 
-    print(f"\nTraining throughput, batch {batch_size}, {args.steps} timed steps, float32:")
-    print(f"{'model':38s} {'params':>10s} {'MFLOP/img':>10s} {'images/s':>9s} {'GFLOP/s':>8s}")
-    for label, parameters, flops, per_second in rows:
+    print("\nTraining throughput (fit on the bundled sample, augmentation included):")
+    print(
+        f"{'model':36s} {'precision':>15s} {'batch':>6s} {'params':>10s} {'MFLOP/img':>10s} "
+        f"{'images/s':>9s} {'GFLOP/s':>8s}"
+    )
+    for label, policy, batch_size, parameters, flops, per_second in rows:
         achieved = 3 * flops * per_second / 1e9
         print(
-            f"{label:38s} {parameters:>10,d} {flops / 1e6:>10.1f} {per_second:>9.0f} "
-            f"{achieved:>8.1f}"
+            f"{label:36s} {policy:>15s} {batch_size:>6d} {parameters:>10,d} "
+            f"{flops / 1e6:>10.1f} {per_second:>9.0f} {achieved:>8.1f}"
         )
-    print(f"{'4096x4096 float32 matmul (peak)':38s} {'':>10s} {'':>10s} {'':>9s} {peak:>8.1f}")
-    default_rate = 3 * rows[0][2] * rows[0][3] / 1e9
     print(
-        f"\nThe default model computes at {default_rate / peak:.0%} of the matrix-product "
-        f"rate; one epoch of {FULL_TRAINING_IMAGES:,d} images takes about "
-        f"{FULL_TRAINING_IMAGES / rows[0][3]:.0f} s."
+        f"{'4096x4096 float32 matmul (peak)':36s} {'':>15s} {'':>6s} {'':>10s} {'':>10s} "
+        f"{'':>9s} {peak:>8.1f}"
     )
+    default = [row for row in rows if row[0].startswith("airbench")]
+    for _, policy, _, _, flops, per_second in default:
+        print(
+            f"airbench in {policy}: {3 * flops * per_second / 1e9 / peak:.0%} of the matrix-"
+            f"product rate; one epoch of {FULL_TRAINING_IMAGES:,d} images takes about "
+            f"{FULL_TRAINING_IMAGES / per_second:.0f} s."
+        )
 
 
 if __name__ == "__main__":

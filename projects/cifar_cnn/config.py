@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from shared.config import KEEP_CHOICES, TrainConfig, option
 
-MODELS = ("simple", "vgg", "resnet")
+MODELS = ("airbench", "simple", "vgg", "resnet")
+# Epochs when --epochs is 0: each architecture's own recipe.
+DEFAULT_EPOCHS = {"airbench": 10, "simple": 18, "vgg": 18, "resnet": 18}
 
 
 @dataclass(frozen=True)
@@ -15,7 +17,11 @@ class CifarConfig(TrainConfig):
 
     QUICK = {"epochs": 1, "width": 8, "max_train_images": 512, "batch_size": 64}
 
-    epochs: int = option(18, "Passes over the training images.", minimum=1)
+    epochs: int = option(
+        0,
+        "Passes over the training images; 0: the model's recipe (airbench 10, others 18).",
+        minimum=0,
+    )
     keep: str = option(
         "last",
         "Which epoch model.keras holds (and metrics.json scores): last (the best is kept as "
@@ -25,8 +31,8 @@ class CifarConfig(TrainConfig):
     )
     batch_size: int = option(
         0,
-        "Global batch size; 0: 256, or for small datasets the largest power of two that "
-        "still gives an epoch 50 steps.",
+        "Global batch size; 0: 1024 for airbench, 256 for the others, or for small "
+        "datasets the largest power of two that still gives an epoch 50 steps.",
         minimum=0,
     )
     data_dir: str = option(
@@ -46,39 +52,65 @@ class CifarConfig(TrainConfig):
         0, "Train on at most this many images, class-balanced (0: all).", minimum=0
     )
     model: str = option(
-        "resnet",
-        "Architecture: simple (conv-pool stack), vgg (3x3 blocks) or resnet (residual).",
+        "airbench",
+        "Architecture: airbench (the airbench94 recipe: whitened input, its own optimizer "
+        "settings), simple (conv-pool stack), vgg (3x3 blocks) or resnet (residual).",
         choices=MODELS,
+    )
+    whiten: bool = option(
+        True, "airbench: frozen patch-whitening first layer (else a learned 2x2 conv)."
+    )
+    dirac_init: bool = option(True, "airbench: 3x3 convolutions start as identities.")
+    bn_bias_lr_scale: float = option(
+        64.0, "airbench: learning-rate multiplier of batch norm's shift.", minimum=1.0
+    )
+    lookahead: bool = option(True, "airbench: average the weights every 5 steps (lookahead).")
+    alternating_flip: bool = option(
+        True, "airbench: flip each image every other epoch (else at random)."
+    )
+    tta: int = option(
+        2,
+        "airbench: test-time views in the saved model: 0 none, 1 + mirror, 2 + 1-pixel shifts.",
+        minimum=0,
+        maximum=2,
     )
     width: int = option(
         32, "Filters of the first conv layer of vgg/resnet (later stages double).", minimum=1
     )
     learning_rate: float = option(
         0.2,
-        "Peak SGD (Nesterov) learning rate for a batch of 256; scaled in proportion to the "
-        "batch size (the linear scaling rule).",
+        "simple/vgg/resnet: peak SGD (Nesterov) learning rate for a batch of 256; scaled "
+        "in proportion to the batch size (the linear scaling rule).",
         minimum=0.0,
         exclusive_minimum=True,
     )
     lr_schedule: str = option(
         "cosine",
-        "cosine: linear warm-up to --learning-rate then cosine decay to 0; constant: fixed.",
+        "simple/vgg/resnet: cosine: linear warm-up to --learning-rate then cosine decay "
+        "to 0; constant: fixed.",
         choices=("cosine", "constant"),
     )
-    warmup_epochs: float = option(3.0, "Epochs of linear warm-up (cosine schedule).", minimum=0.0)
-    momentum: float = option(0.9, "SGD momentum.", minimum=0.0, maximum=0.999)
+    warmup_epochs: float = option(
+        3.0, "simple/vgg/resnet: epochs of linear warm-up (cosine schedule).", minimum=0.0
+    )
+    momentum: float = option(0.9, "simple/vgg/resnet: SGD momentum.", minimum=0.0, maximum=0.999)
     weight_decay: float = option(
         5e-3,
-        "Decoupled weight decay of SGD (w -= lr * decay * w each step).",
+        "simple/vgg/resnet: decoupled weight decay of SGD (w -= lr * decay * w each step).",
         minimum=0.0,
     )
     label_smoothing: float = option(
-        0.1, "Label smoothing of the cross-entropy loss.", minimum=0.0, maximum=0.5
+        0.1,
+        "simple/vgg/resnet: label smoothing of the cross-entropy loss.",
+        minimum=0.0,
+        maximum=0.5,
     )
     translate: float = option(
-        0.125, "Augmentation: random shift, as a fraction of the image side.", minimum=0.0
+        0.125,
+        "simple/vgg/resnet augmentation: random shift, as a fraction of the side.",
+        minimum=0.0,
     )
-    flip: bool = option(True, "Augmentation: random horizontal flips.")
+    flip: bool = option(True, "Augmentation: horizontal flips.")
     mixed_precision: str = option(
         "auto",
         "auto: float16 compute on GPUs that support it (compute capability 7.0+), else "

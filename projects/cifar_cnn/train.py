@@ -21,7 +21,8 @@ validation accuracy in 35-40 minutes. Offline, on the bundled sample (3,600/400)
 
 from __future__ import annotations
 
-from projects.cifar_cnn.config import CifarConfig
+from projects.cifar_cnn import airbench
+from projects.cifar_cnn.config import DEFAULT_EPOCHS, CifarConfig
 from shared.cli import parse_before_tensorflow
 
 if __name__ == "__main__":
@@ -53,24 +54,54 @@ from shared.runs import start_run
 log = logging.getLogger("cifar_cnn")
 
 
-def precision_policy(mode: str) -> str:
-    """The Keras dtype policy for ``--mixed-precision`` on this machine.
+def cpu_supports_bfloat16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16), from /proc/cpuinfo."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as handle:
+                cpuinfo = handle.read()
+        except OSError:  # not Linux: no way to tell, so assume not
+            return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
 
-    float16 needs tensor cores (NVIDIA compute capability 7.0+) to pay off;
-    ``on`` without a GPU uses bfloat16, which recent x86 CPUs compute natively.
+
+def choose_precision(
+    mode: str, gpu_capabilities: list[tuple[int, int]], cpu_bfloat16: bool
+) -> tuple[str, str]:
+    """The Keras dtype policy for ``--mixed-precision`` and the reason, as a sentence.
+
+    ``auto``: float16 on GPUs with tensor cores (compute capability 7.0+);
+    bfloat16 on a CPU that computes it natively (AVX512-BF16 or AMX), where
+    ``make bench-cifar`` measured it faster; otherwise float32. ``on``:
+    float16 on a GPU, bfloat16 on a CPU. ``off``: float32.
     """
     if mode == "off":
-        return "float32"
-    gpus = tf.config.list_physical_devices("GPU")
+        return "float32", "--mixed-precision off"
+    if gpu_capabilities:
+        if mode == "on" or min(gpu_capabilities) >= (7, 0):
+            return "mixed_float16", "NVIDIA GPU(s) with float16 tensor cores"
+        return "float32", "the GPU has no float16 tensor cores (compute capability < 7.0)"
     if mode == "on":
-        return "mixed_float16" if gpus else "mixed_bfloat16"
+        return "mixed_bfloat16", "--mixed-precision on, on a CPU"
+    if cpu_bfloat16:
+        return "mixed_bfloat16", "the CPU computes bfloat16 natively (AVX512-BF16/AMX)"
+    return "float32", "the CPU has no native bfloat16 (no AVX512-BF16 or AMX)"
+
+
+def precision_policy(mode: str) -> str:
+    """The Keras dtype policy for ``--mixed-precision`` on this machine (see `choose_precision`)."""
+    gpus = tf.config.list_physical_devices("GPU")
     capabilities = [
-        tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0))
+        tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)))
         for gpu in gpus
     ]
-    if capabilities and min(capabilities) >= (7, 0):
-        return "mixed_float16"
-    return "float32"
+    policy, reason = choose_precision(mode, capabilities, cpu_supports_bfloat16())
+    log.info("Precision policy: %s (--mixed-precision %s: %s)", policy, mode, reason)
+    return policy
 
 
 # --learning-rate is given for this batch size and scaled in proportion to the real one.
@@ -78,14 +109,21 @@ REFERENCE_BATCH_SIZE = 256
 # With fewer steps per epoch, warm-up and batch-norm statistics have too few steps to
 # settle: on the bundled 3,600 images a batch of 256 (14 steps) diverges in epoch 1.
 MIN_STEPS_PER_EPOCH = 50
+AIRBENCH_MIN_STEPS = 40
 
 
-def choose_batch_size(requested: int, train_images: int) -> int:
-    """``--batch-size``, or for 0 the largest power of two up to 256 giving 50+ steps."""
+def choose_batch_size(
+    requested: int,
+    train_images: int,
+    largest: int = REFERENCE_BATCH_SIZE,
+    min_steps: int = MIN_STEPS_PER_EPOCH,
+) -> int:
+    """``--batch-size``, or for 0 the largest power of two up to ``largest`` giving
+    ``min_steps`` or more steps per epoch."""
     if requested:
         return min(requested, train_images)
-    batch_size = REFERENCE_BATCH_SIZE
-    while batch_size > 8 and train_images // batch_size < MIN_STEPS_PER_EPOCH:
+    batch_size = largest
+    while batch_size > 8 and train_images // batch_size < min_steps:
         batch_size //= 2
     return min(batch_size, train_images)
 
@@ -95,12 +133,17 @@ def peak_learning_rate(config: CifarConfig, batch_size: int) -> float:
     return config.learning_rate * batch_size / REFERENCE_BATCH_SIZE
 
 
+def training_epochs(config: CifarConfig) -> int:
+    """``--epochs``, or for 0 the model's recipe."""
+    return config.epochs or DEFAULT_EPOCHS[config.model]
+
+
 def learning_rate_schedule(config: CifarConfig, batch_size: int, steps_per_epoch: int):
     """Linear warm-up to the (batch-scaled) peak, then cosine decay to zero, or constant."""
     peak = peak_learning_rate(config, batch_size)
     if config.lr_schedule == "constant":
         return peak
-    total_steps = steps_per_epoch * config.epochs
+    total_steps = steps_per_epoch * training_epochs(config)
     warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps - 1)
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup_steps else peak,
@@ -115,7 +158,6 @@ def main(config: CifarConfig) -> dict:
     run = start_run("cifar_cnn", config)
     policy = precision_policy(config.mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
-    log.info("Precision policy: %s (--mixed-precision %s)", policy, config.mixed_precision)
 
     data = load_image_data(
         config.data_dir or None, config.image_size, config.validation_fraction, config.seed
@@ -132,67 +174,140 @@ def main(config: CifarConfig) -> dict:
             config.max_train_images,
         )
     num_classes = len(data.class_names)
-    batch_size = choose_batch_size(config.batch_size, len(train_labels))
-    steps_per_epoch = max(len(train_labels) // batch_size, 1)
-    log.info(
-        "Batch size %d (%d step%s per epoch over %d images), peak learning rate %.4g "
-        "(--learning-rate %g x %d/%d)",
-        batch_size,
-        steps_per_epoch,
-        "" if steps_per_epoch == 1 else "s",
-        steps_per_epoch * batch_size,
-        peak_learning_rate(config, batch_size),
-        config.learning_rate,
-        batch_size,
-        REFERENCE_BATCH_SIZE,
+    is_airbench = config.model == "airbench"
+    epochs = training_epochs(config)
+    batch_size = choose_batch_size(
+        config.batch_size,
+        len(train_labels),
+        largest=airbench.RECIPE.batch_size if is_airbench else REFERENCE_BATCH_SIZE,
+        # The recipe's own epochs have 48 steps (50,000 images / 1024).
+        min_steps=AIRBENCH_MIN_STEPS if is_airbench else MIN_STEPS_PER_EPOCH,
     )
+    steps_per_epoch = max(len(train_labels) // batch_size, 1)
+    if is_airbench:
+        log.info(
+            "Batch size %d (%d step%s per epoch over %d images), %d epochs, peak learning "
+            "rate %.4g (the airbench recipe's, scaled to the batch)",
+            batch_size,
+            steps_per_epoch,
+            "" if steps_per_epoch == 1 else "s",
+            steps_per_epoch * batch_size,
+            epochs,
+            airbench.keras_learning_rate(airbench.RECIPE, batch_size),
+        )
+    else:
+        log.info(
+            "Batch size %d (%d step%s per epoch over %d images), %d epochs, peak learning "
+            "rate %.4g (--learning-rate %g x %d/%d)",
+            batch_size,
+            steps_per_epoch,
+            "" if steps_per_epoch == 1 else "s",
+            steps_per_epoch * batch_size,
+            epochs,
+            peak_learning_rate(config, batch_size),
+            config.learning_rate,
+            batch_size,
+            REFERENCE_BATCH_SIZE,
+        )
     mean, variance = channel_statistics(train_images)
 
     strategy = select_strategy(config.strategy)
+    extra_callbacks: list[keras.callbacks.Callback] = []
     with strategy.scope():
-        model = build_classifier(
-            config.model, num_classes, config.image_size, config.width, mean, variance
-        )
-        compile_classifier(
-            model,
-            learning_rate_schedule(config, batch_size, steps_per_epoch),
-            config.momentum,
-            config.weight_decay,
-            config.label_smoothing,
-        )
+        if is_airbench:
+            # The whitening filters come from the training images only (5,000 suffice).
+            whitening = (
+                airbench.patch_whitening_filters(train_images[:5000], mean, variance)
+                if config.whiten
+                else None
+            )
+            model = airbench.build_airbench(
+                num_classes,
+                config.image_size,
+                mean,
+                variance,
+                whitening,
+                dirac_init=config.dirac_init,
+                bn_bias_lr_scale=config.bn_bias_lr_scale,
+            )
+            airbench.compile_airbench(model, epochs * steps_per_epoch, batch_size)
+            # What is saved and scored: the net averaged over test-time views.
+            saved_model = airbench.with_test_time_augmentation(model, config.tta)
+        else:
+            model = build_classifier(
+                config.model, num_classes, config.image_size, config.width, mean, variance
+            )
+            compile_classifier(
+                model,
+                learning_rate_schedule(config, batch_size, steps_per_epoch),
+                config.momentum,
+                config.weight_decay,
+                config.label_smoothing,
+            )
+            saved_model = model
     log_architecture(model)
 
     held_out = evaluation_dataset(
         data.held_out_images, data.held_out_labels, num_classes, batch_size
     )
-    model.fit(
-        training_dataset(
+    if is_airbench:
+        train_data = airbench.training_dataset(
+            train_images,
+            train_labels,
+            num_classes,
+            batch_size,
+            epochs,
+            airbench.RECIPE.translate_pixels,
+            config.flip,
+            config.alternating_flip,
+            config.seed,
+        )
+        if config.whiten:
+            extra_callbacks.append(
+                airbench.BiasFreeze(model.get_layer("whiten"), airbench.RECIPE.whiten_bias_epochs)
+            )
+        if config.lookahead:
+            extra_callbacks.append(airbench.Lookahead(epochs * steps_per_epoch))
+    else:
+        train_data = training_dataset(
             train_images,
             train_labels,
             num_classes,
             batch_size,
             augmentation(config.translate, config.flip, config.seed),
             config.seed,
-        ),
+        )
+    model.fit(
+        train_data,
+        steps_per_epoch=steps_per_epoch if is_airbench else None,
         validation_data=held_out,
-        epochs=config.epochs,
+        epochs=epochs,
         shuffle=False,  # the dataset reshuffles every epoch
-        callbacks=standard_callbacks(
-            run.path, steps_per_epoch * batch_size, monitor="val_accuracy", mode="max"
-        ),
+        callbacks=[
+            *standard_callbacks(
+                run.path,
+                steps_per_epoch * batch_size,
+                monitor="val_accuracy",
+                mode="max",
+                saved_model=saved_model,
+            ),
+            *extra_callbacks,
+        ],
         verbose=fit_verbosity(),
     )
 
     # --keep last by default here: choosing the epoch by its held-out accuracy would make
     # that accuracy optimistic, and the held-out images may be the test split.
-    run.keep_chosen_epoch(model)
-    probabilities = model.predict(held_out, verbose=0)
+    run.keep_chosen_epoch(saved_model)
+    probabilities = saved_model.predict(held_out, verbose=0)
     metrics = classification_metrics(probabilities, data.held_out_labels, data.class_names)
     metrics.update(
         {
             "class_names": list(data.class_names),
             "model": config.model,
             "parameters": model.count_params(),
+            "epochs": epochs,
+            "test_time_views": {0: 1, 1: 2, 2: 6}[config.tta] if is_airbench else 1,
             "data_source": data.source,
             "held_out_split": data.held_out_split,
             "held_out_note": data.held_out_note,
@@ -226,7 +341,7 @@ def main(config: CifarConfig) -> dict:
         metrics["parameters"],
     )
     keras.mixed_precision.set_global_policy("float32")
-    run.finish(model, metrics)
+    run.finish(saved_model, metrics)
     return metrics
 
 
