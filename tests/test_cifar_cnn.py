@@ -13,6 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from projects.cifar_cnn import airbench
 from projects.cifar_cnn.config import MODELS, CifarConfig
 from projects.cifar_cnn.data import limit_images, training_dataset
 from projects.cifar_cnn.model import (
@@ -82,7 +83,10 @@ def test_conv_arithmetic_matches_keras_valid_and_same_layers(size, kernel, strid
 
 @pytest.mark.parametrize("architecture", MODELS)
 def test_every_conv_and_pool_layer_of_every_model_obeys_the_formula(architecture):
-    model = build_classifier(architecture, 10, 32, 8, np.zeros(3), np.ones(3))
+    if architecture == "airbench":  # with a learned first layer, a Conv2D like the others
+        model = airbench.build_airbench(10, 32, np.zeros(3), np.ones(3), whitening_kernel=None)
+    else:
+        model = build_classifier(architecture, 10, 32, 8, np.zeros(3), np.ones(3))
     windows = window_layers(model)
     assert len(windows) >= 5
     for window in windows:

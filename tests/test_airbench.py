@@ -1,0 +1,193 @@
+"""The airbench recipe: whitening, dirac init, alternating flip, TTA, mixed precision."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from projects.cifar_cnn import airbench
+from projects.cifar_cnn.model import channel_statistics
+from projects.cifar_cnn.train import choose_precision, cpu_supports_bfloat16
+from shared.images import load_bundled_sample
+from tests.helpers import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def sample():
+    images, labels = load_bundled_sample(32)
+    mean, variance = channel_statistics(images)
+    return images, labels, mean, variance
+
+
+def test_the_whitening_filters_whiten_training_patches(sample):
+    images, _, mean, variance = sample
+    kernel = airbench.patch_whitening_filters(images[:2000], mean, variance)
+    assert kernel.shape == (2, 2, 3, 24)
+    np.testing.assert_array_equal(kernel[..., 12:], -kernel[..., :12])
+
+    def patches_of(chunk):
+        normalised = (chunk.astype(np.float64) - mean) / np.sqrt(variance)
+        windows = np.lib.stride_tricks.sliding_window_view(normalised, (2, 2), axis=(1, 2))
+        return windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, 12)
+
+    def covariance(patches):
+        outputs = patches @ kernel[..., :12].reshape(12, 12)
+        return outputs.T @ outputs / len(outputs)
+
+    # On the patches the filters come from: decorrelated, with unit variance, except that
+    # eps (5e-4) damps the few components whose own variance is that small (JPEG's
+    # finest detail): there the variance is eigenvalue / (eigenvalue + eps) < 1.
+    training = patches_of(images[:2000])
+    whitened = covariance(training)
+    assert np.abs(whitened - np.diag(np.diag(whitened))).max() < 1e-4
+    variances = np.diag(whitened)
+    assert (variances <= 1).all() and (variances > 0.1).all()
+    np.testing.assert_allclose(variances[:6], 1.0, atol=0.01)  # the 6 largest components
+    # Raw patches are strongly correlated (neighbouring pixels, colour channels).
+    raw = training.T @ training / len(training)
+    assert np.abs(raw - np.diag(np.diag(raw))).max() > 0.5
+    # Other images: still decorrelated, though the smallest components' scale varies.
+    other = covariance(patches_of(images[2000:3000]))
+    assert np.abs(other - np.diag(np.diag(other))).max() < 0.1
+
+
+def test_the_whitening_layer_computes_the_filters_as_a_convolution(sample):
+    images, _, mean, variance = sample
+    kernel = airbench.patch_whitening_filters(images[:500], mean, variance)
+    layer = airbench.PatchWhitening(24)
+    batch = ((images[:4].astype(np.float32) - mean) / np.sqrt(variance)).astype(np.float32)
+    layer.build(batch.shape)
+    layer.kernel.assign(kernel)
+    output = keras.ops.convert_to_numpy(layer(batch))
+    assert output.shape == (4, 31, 31, 24)
+    expected = batch[0, 3:5, 7:9, :].reshape(-1) @ kernel.reshape(12, 24)
+    np.testing.assert_allclose(output[0, 3, 7], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_dirac_initialised_convolutions_start_as_identities():
+    kernel = keras.ops.convert_to_numpy(airbench.DiracInitializer()((3, 3, 4, 6), "float32"))
+    image = np.random.default_rng(0).normal(size=(1, 5, 5, 4)).astype(np.float32)
+    output = keras.ops.convert_to_numpy(keras.ops.conv(image, kernel, padding="same"))
+    np.testing.assert_allclose(output[..., :4], image, atol=1e-6)  # the first 4 channels
+    assert np.abs(kernel[..., 4:]).max() > 0  # the other 2 start random
+
+
+def flips_by_epoch(images: np.ndarray, epochs: int, alternating: bool) -> np.ndarray:
+    """(epochs, images) booleans: was image i mirrored in epoch e? (Told apart by content.)"""
+    labels = np.zeros(len(images), dtype=np.int64)
+    data = airbench.training_dataset(images, labels, 10, 8, epochs, 0, True, alternating, seed=3)
+    originals = {image.tobytes(): index for index, image in enumerate(images)}
+    mirrors = {image[:, ::-1].tobytes(): index for index, image in enumerate(images)}
+    seen = np.full((epochs, len(images)), -1)
+    steps = len(images) // 8
+    for step, (batch, _) in enumerate(data.as_numpy_iterator()):
+        epoch = step // steps
+        for image in batch:
+            key = image.tobytes()
+            if key in originals:
+                seen[epoch, originals[key]] = 0
+            else:
+                seen[epoch, mirrors[key]] = 1
+    assert (seen >= 0).all(), "every image is seen once per epoch"
+    return seen.astype(bool)
+
+
+def test_alternating_flip_mirrors_each_image_exactly_every_other_epoch():
+    images = np.random.default_rng(0).integers(0, 256, (64, 6, 6, 3), dtype=np.uint8)
+    flips = flips_by_epoch(images, epochs=4, alternating=True)
+    assert (flips[1:] != flips[:-1]).all()  # every image changes orientation every epoch
+    assert 16 <= flips[0].sum() <= 48  # a random half starts mirrored
+    random_flips = flips_by_epoch(images, epochs=4, alternating=False)
+    assert (random_flips[1:] == random_flips[:-1]).any()  # random flips repeat sometimes
+
+
+def test_translation_moves_images_by_at_most_the_given_pixels():
+    image = np.zeros((1, 8, 8, 1), np.uint8)
+    image[0, 4, 4, 0] = 255
+    batch = np.repeat(image, 200, axis=0)
+    moved = keras.ops.convert_to_numpy(
+        airbench.random_translate(keras.ops.convert_to_tensor(batch), 2, np.array([1, 2]))
+    )
+    rows, columns = np.nonzero(moved[:, :, :, 0] == 255)[1:]
+    assert set(rows.tolist()) == {2, 3, 4, 5, 6} and set(columns.tolist()) == {2, 3, 4, 5, 6}
+
+
+def test_test_time_augmentation_lives_in_the_saved_model(sample, tmp_path):
+    images, _, mean, variance = sample
+    core = airbench.build_airbench(
+        10, 32, mean, variance, airbench.patch_whitening_filters(images[:500], mean, variance)
+    )
+    # Random, non-symmetric weights, so that every view gives different logits.
+    rng = np.random.default_rng(1)
+    core.get_layer("dense").kernel.assign(rng.normal(size=(256, 10)).astype("float32"))
+    saved = airbench.with_test_time_augmentation(core, level=2)
+    batch = images[:16]
+    probabilities = saved.predict(batch, verbose=0)
+
+    def logits(view):
+        return core.predict(view, verbose=0)
+
+    padded = np.pad(batch, [(0, 0), (1, 1), (1, 1), (0, 0)], mode="reflect")
+    up_left, down_right = padded[:, 2:34, 2:34], padded[:, 0:32, 0:32]
+
+    def mirrored(view):
+        return (logits(view) + logits(view[:, :, ::-1])) / 2
+
+    expected = 0.5 * mirrored(batch) + 0.25 * (mirrored(up_left) + mirrored(down_right))
+    expected = np.exp(expected - expected.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(
+        probabilities, keras.ops.convert_to_numpy(keras.ops.softmax(logits(batch)))
+    )
+
+    path = tmp_path / "model.keras"
+    saved.save(path)
+    np.save(tmp_path / "batch.npy", batch)
+    reloaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, numpy as np, keras\n"
+            "import projects.cifar_cnn.airbench  # registers the custom layers\n"
+            "model = keras.saving.load_model(sys.argv[1])\n"
+            "np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))\n",
+            str(path),
+            str(tmp_path / "batch.npy"),
+            str(tmp_path / "out.npy"),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert reloaded.returncode == 0, reloaded.stderr[-2000:]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), probabilities, rtol=1e-5, atol=1e-7)
+
+
+def test_the_triangular_schedule_rises_then_falls():
+    schedule = airbench.TriangularSchedule(1.5, 100)
+    values = [float(schedule(step)) for step in (0, 23, 100, 200)]
+    assert values == pytest.approx([0.3, 1.5, 0.105, 0.105])
+    assert airbench.keras_learning_rate(airbench.RECIPE, 1024) == pytest.approx(1.5)
+
+
+CPUINFO_WITH_BF16 = "processor : 0\nflags : fpu sse avx2 avx512f avx512_bf16 amx_tile\n"
+CPUINFO_WITHOUT = "processor : 0\nflags : fpu sse avx2 fma\n"
+
+
+def test_mixed_precision_auto_picks_what_the_hardware_computes_fast():
+    assert cpu_supports_bfloat16(CPUINFO_WITH_BF16)
+    assert not cpu_supports_bfloat16(CPUINFO_WITHOUT)
+    assert choose_precision("auto", [], cpu_bfloat16=False)[0] == "float32"
+    assert choose_precision("auto", [], cpu_bfloat16=True)[0] == "mixed_bfloat16"
+    assert choose_precision("auto", [(8, 0)], cpu_bfloat16=True)[0] == "mixed_float16"
+    assert choose_precision("auto", [(6, 1)], cpu_bfloat16=True)[0] == "float32"
+    assert choose_precision("on", [], cpu_bfloat16=False)[0] == "mixed_bfloat16"
+    assert choose_precision("off", [(8, 0)], cpu_bfloat16=True)[0] == "float32"
+    policy, reason = choose_precision("auto", [], cpu_bfloat16=False)
+    assert "no native bfloat16" in reason
