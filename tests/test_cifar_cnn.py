@@ -25,6 +25,7 @@ from projects.cifar_cnn.model import (
 )
 from projects.cifar_cnn.train import (
     choose_batch_size,
+    epochs_for_budget,
     learning_rate_schedule,
     precision_policy,
 )
@@ -308,8 +309,24 @@ def test_automatic_batch_size_gives_an_epoch_50_steps(requested, images, expecte
 
 def test_learning_rate_is_scaled_with_the_batch_size():
     config = CifarConfig(learning_rate=0.2, epochs=2, warmup_epochs=1.0)
-    schedule = learning_rate_schedule(config, batch_size=64, steps_per_epoch=10)
+    schedule = learning_rate_schedule(config, batch_size=64, steps_per_epoch=10, epochs=2)
     assert float(schedule(10)) == pytest.approx(0.05)  # peak, at the end of warm-up
     assert float(schedule(0)) == pytest.approx(0.0)
     constant = CifarConfig(learning_rate=0.2, lr_schedule="constant")
-    assert learning_rate_schedule(constant, batch_size=512, steps_per_epoch=10) == 0.4
+    assert learning_rate_schedule(constant, batch_size=512, steps_per_epoch=10, epochs=2) == 0.4
+
+
+def test_a_time_budget_sets_the_epochs_from_a_timed_epoch(tmp_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    # A budget of 0.05 minutes (3 s) against a measured epoch: a whole number of epochs.
+    assert epochs_for_budget(10, seconds_per_epoch=150, most=100) == 4
+    assert epochs_for_budget(0.01, seconds_per_epoch=150, most=100) == 1
+    assert epochs_for_budget(1000, seconds_per_epoch=1, most=100) == 100
+    metrics = train_cifar(
+        CifarConfig(run_dir=str(tmp_path / "run"), **{**CifarConfig.QUICK, "minutes": 0.3})
+    )
+    chosen = int(caplog.text.split("so training runs ")[1].split(" epochs")[0])
+    assert metrics["epochs"] == chosen >= 1
+    assert len(history_epochs(tmp_path / "run" / "history.csv")) == chosen

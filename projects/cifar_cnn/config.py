@@ -57,6 +57,12 @@ class CifarConfig(TrainConfig):
         "settings), simple (conv-pool stack), vgg (3x3 blocks) or resnet (residual).",
         choices=MODELS,
     )
+    minutes: float = option(
+        0.0,
+        "Time budget: > 0 sets --epochs so that training takes about this many minutes on "
+        "this machine, from a timed run of a few steps before training (0: off).",
+        minimum=0.0,
+    )
     whiten: bool = option(
         True, "airbench: frozen patch-whitening first layer (else a learned 2x2 conv)."
     )

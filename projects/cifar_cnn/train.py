@@ -30,6 +30,7 @@ if __name__ == "__main__":
     parse_before_tensorflow(CifarConfig)
 
 import logging
+import time
 
 import keras
 import matplotlib.pyplot as plt
@@ -138,12 +139,50 @@ def training_epochs(config: CifarConfig) -> int:
     return config.epochs or DEFAULT_EPOCHS[config.model]
 
 
-def learning_rate_schedule(config: CifarConfig, batch_size: int, steps_per_epoch: int):
+# Validation accuracy of the default airbench run by epochs (measured on the 5,000-image
+# validation split of CIFAR-10's training images; see README.md), for the --minutes log.
+AIRBENCH_MEASURED_ACCURACY: dict[int, float] = {}
+MOST_BUDGET_EPOCHS = 100
+
+
+def expected_accuracy_note(model: str, epochs: int) -> str:
+    """``"; expect about 93.1% ..."`` from the measured runs nearest ``epochs``, or ``""``."""
+    if model != "airbench" or not AIRBENCH_MEASURED_ACCURACY:
+        return ""
+    nearest = min(AIRBENCH_MEASURED_ACCURACY, key=lambda measured: abs(measured - epochs))
+    return (
+        f"; on full CIFAR-10, {nearest} epochs measured {AIRBENCH_MEASURED_ACCURACY[nearest]:.1%}"
+        " validation accuracy (README.md)"
+    )
+
+
+def epochs_for_budget(minutes: float, seconds_per_epoch: float, most: int) -> int:
+    """Whole epochs that fit in ``minutes`` at ``seconds_per_epoch``, from 1 to ``most``."""
+    return max(1, min(most, int(minutes * 60 // seconds_per_epoch)))
+
+
+def time_one_epoch(model: keras.Model, data: tf.data.Dataset, steps_per_epoch: int) -> float:
+    """Seconds one epoch of ``steps_per_epoch`` steps takes, from a few timed steps.
+
+    The model's weights (batch-norm statistics included) are put back
+    afterwards; compile it again before training, for a fresh optimizer.
+    """
+    weights = model.get_weights()
+    warmup, timed = 2, min(5, steps_per_epoch)
+    model.fit(data.take(warmup), epochs=1, shuffle=False, verbose=0)
+    started = time.perf_counter()
+    model.fit(data.skip(warmup).take(timed), epochs=1, shuffle=False, verbose=0)
+    seconds = (time.perf_counter() - started) / timed * steps_per_epoch
+    model.set_weights(weights)
+    return seconds
+
+
+def learning_rate_schedule(config: CifarConfig, batch_size: int, steps_per_epoch: int, epochs: int):
     """Linear warm-up to the (batch-scaled) peak, then cosine decay to zero, or constant."""
     peak = peak_learning_rate(config, batch_size)
     if config.lr_schedule == "constant":
         return peak
-    total_steps = steps_per_epoch * training_epochs(config)
+    total_steps = steps_per_epoch * epochs
     warmup_steps = min(round(config.warmup_epochs * steps_per_epoch), total_steps - 1)
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warmup_steps else peak,
@@ -212,7 +251,41 @@ def main(config: CifarConfig) -> dict:
     mean, variance = channel_statistics(train_images)
 
     strategy = select_strategy(config.strategy)
-    extra_callbacks: list[keras.callbacks.Callback] = []
+
+    def compile_for(epochs: int) -> None:
+        if is_airbench:
+            airbench.compile_airbench(model, epochs * steps_per_epoch, batch_size)
+        else:
+            compile_classifier(
+                model,
+                learning_rate_schedule(config, batch_size, steps_per_epoch, epochs),
+                config.momentum,
+                config.weight_decay,
+                config.label_smoothing,
+            )
+
+    def training_data(epochs: int) -> tf.data.Dataset:
+        if is_airbench:
+            return airbench.training_dataset(
+                train_images,
+                train_labels,
+                num_classes,
+                batch_size,
+                epochs,
+                airbench.RECIPE.translate_pixels,
+                config.flip,
+                config.alternating_flip,
+                config.seed,
+            )
+        return training_dataset(
+            train_images,
+            train_labels,
+            num_classes,
+            batch_size,
+            augmentation(config.translate, config.flip, config.seed),
+            config.seed,
+        )
+
     with strategy.scope():
         if is_airbench:
             # The whitening filters come from the training images only (5,000 suffice).
@@ -230,53 +303,41 @@ def main(config: CifarConfig) -> dict:
                 dirac_init=config.dirac_init,
                 bn_bias_lr_scale=config.bn_bias_lr_scale,
             )
-            airbench.compile_airbench(model, epochs * steps_per_epoch, batch_size)
             # What is saved and scored: the net averaged over test-time views.
             saved_model = airbench.with_test_time_augmentation(model, config.tta)
         else:
             model = build_classifier(
                 config.model, num_classes, config.image_size, config.width, mean, variance
             )
-            compile_classifier(
-                model,
-                learning_rate_schedule(config, batch_size, steps_per_epoch),
-                config.momentum,
-                config.weight_decay,
-                config.label_smoothing,
-            )
             saved_model = model
+        compile_for(epochs)
     log_architecture(model)
+
+    if config.minutes:
+        seconds = time_one_epoch(model, training_data(1), steps_per_epoch)
+        epochs = epochs_for_budget(config.minutes, seconds, most=MOST_BUDGET_EPOCHS)
+        log.info(
+            "--minutes %g: one epoch takes about %.0f s on this machine (timed over a few "
+            "steps), so training runs %d epochs%s",
+            config.minutes,
+            seconds,
+            epochs,
+            expected_accuracy_note(config.model, epochs),
+        )
+        with strategy.scope():
+            compile_for(epochs)
 
     held_out = evaluation_dataset(
         data.held_out_images, data.held_out_labels, num_classes, batch_size
     )
-    if is_airbench:
-        train_data = airbench.training_dataset(
-            train_images,
-            train_labels,
-            num_classes,
-            batch_size,
-            epochs,
-            airbench.RECIPE.translate_pixels,
-            config.flip,
-            config.alternating_flip,
-            config.seed,
+    train_data = training_data(epochs)
+    extra_callbacks: list[keras.callbacks.Callback] = []
+    if is_airbench and config.whiten:
+        extra_callbacks.append(
+            airbench.BiasFreeze(model.get_layer("whiten"), airbench.RECIPE.whiten_bias_epochs)
         )
-        if config.whiten:
-            extra_callbacks.append(
-                airbench.BiasFreeze(model.get_layer("whiten"), airbench.RECIPE.whiten_bias_epochs)
-            )
-        if config.lookahead:
-            extra_callbacks.append(airbench.Lookahead(epochs * steps_per_epoch))
-    else:
-        train_data = training_dataset(
-            train_images,
-            train_labels,
-            num_classes,
-            batch_size,
-            augmentation(config.translate, config.flip, config.seed),
-            config.seed,
-        )
+    if is_airbench and config.lookahead:
+        extra_callbacks.append(airbench.Lookahead(epochs * steps_per_epoch))
     model.fit(
         train_data,
         steps_per_epoch=steps_per_epoch if is_airbench else None,
