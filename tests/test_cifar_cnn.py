@@ -330,3 +330,12 @@ def test_a_time_budget_sets_the_epochs_from_a_timed_epoch(tmp_path, caplog):
     chosen = int(caplog.text.split("so training runs ")[1].split(" epochs")[0])
     assert metrics["epochs"] == chosen >= 1
     assert len(history_epochs(tmp_path / "run" / "history.csv")) == chosen
+
+
+def test_evaluate_rescores_an_airbench_run_with_each_number_of_views(quick_runs):
+    from projects.cifar_cnn.evaluate import accuracy_by_views
+
+    run_dir, metrics = quick_runs["airbench"]
+    results = accuracy_by_views(str(run_dir))
+    assert set(results) == {1, 2, 6}
+    assert results[6] == pytest.approx(metrics["accuracy"])  # the saved model uses 6 views
