@@ -53,7 +53,7 @@ shakespeare-generate: $(INSTALLED) ## Generate text with the latest Shakespeare 
 bench-shakespeare: $(INSTALLED) ## Print training and generation speed of the Shakespeare models
 	$(BIN)/python -m projects.shakespeare.bench
 
-cifar-cnn: $(INSTALLED) ## Train the CIFAR-10 CNN (download, else bundled sample); ARGS="--data-dir DIR"
+cifar-cnn: $(INSTALLED) ## Train the CIFAR-10 CNN (airbench; download, else bundled sample); ARGS="--data-dir DIR"
 	$(BIN)/python -m projects.cifar_cnn.train $(ARGS)
 
 cifar-cnn-predict: $(INSTALLED) ## Top-3 classes of images with the latest CIFAR run: IMAGES="a.jpg b.png"
