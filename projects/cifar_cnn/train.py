@@ -170,9 +170,9 @@ def time_one_epoch(model: keras.Model, data: tf.data.Dataset, steps_per_epoch: i
     """
     weights = model.get_weights()
     warmup, timed = 2, min(5, steps_per_epoch)
-    model.fit(data.take(warmup), epochs=1, shuffle=False, verbose=0)
+    model.fit(data.repeat(), steps_per_epoch=warmup, epochs=1, shuffle=False, verbose=0)
     started = time.perf_counter()
-    model.fit(data.skip(warmup).take(timed), epochs=1, shuffle=False, verbose=0)
+    model.fit(data.repeat(), steps_per_epoch=timed, epochs=1, shuffle=False, verbose=0)
     seconds = (time.perf_counter() - started) / timed * steps_per_epoch
     model.set_weights(weights)
     return seconds
