@@ -266,6 +266,7 @@ def build_airbench(
     whitening_kernel: np.ndarray | None,
     dirac_init: bool = True,
     bn_bias_lr_scale: float = 64.0,
+    width: int = 32,
     recipe: AirbenchRecipe = RECIPE,
 ) -> keras.Model:
     """``uint8`` images -> logits, the airbench94 network.
@@ -279,6 +280,7 @@ def build_airbench(
             replaces the frozen whitening by an ordinary learned 2x2 convolution.
         dirac_init: Start the 3x3 convolutions as identities.
         bn_bias_lr_scale: Learning-rate multiplier of batch norm's shift.
+        width: Scales the three groups' filters: 32 gives the recipe's 64, 256, 256.
         recipe: The hyperparameters.
 
     Returns:
@@ -305,8 +307,8 @@ def build_airbench(
             whiten_width, 2, kernel_regularizer=settings["regularizer"], name="whiten"
         )(x)
     x = layers.Activation("gelu", name="whiten_gelu")(x)
-    for index, width in enumerate(recipe.widths, start=1):
-        x = _conv_group(x, width, f"block{index}", settings)
+    for index, filters in enumerate(recipe.widths, start=1):
+        x = _conv_group(x, filters * width // 32, f"block{index}", settings)
     x = layers.MaxPooling2D(pool_size=int(x.shape[1]), name="final_pool")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(

@@ -81,7 +81,10 @@ class CifarConfig(TrainConfig):
         maximum=2,
     )
     width: int = option(
-        32, "Filters of the first conv layer of vgg/resnet (later stages double).", minimum=1
+        32,
+        "Filters of the first conv layer of vgg/resnet (later stages double); airbench: "
+        "its groups get 2x, 8x and 8x this (32: the recipe's 64, 256, 256).",
+        minimum=1,
     )
     learning_rate: float = option(
         0.2,

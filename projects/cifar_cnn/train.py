@@ -303,6 +303,7 @@ def main(config: CifarConfig) -> dict:
                 whitening,
                 dirac_init=config.dirac_init,
                 bn_bias_lr_scale=config.bn_bias_lr_scale,
+                width=config.width,
             )
             # What is saved and scored: the net averaged over test-time views.
             saved_model = airbench.with_test_time_augmentation(model, config.tta)
