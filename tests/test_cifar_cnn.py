@@ -328,7 +328,7 @@ def test_a_time_budget_sets_the_epochs_from_a_timed_epoch(tmp_path, caplog):
     assert epochs_for_budget(0.01, seconds_per_epoch=150, most=100) == 1
     assert epochs_for_budget(1000, seconds_per_epoch=1, most=100) == 100
     metrics = train_cifar(
-        CifarConfig(run_dir=str(tmp_path / "run"), **{**CifarConfig.QUICK, "minutes": 0.3})
+        CifarConfig(run_dir=str(tmp_path / "run"), **{**CifarConfig.QUICK, "minutes": 0.1})
     )
     chosen = int(caplog.text.split("so training runs ")[1].split(" epochs")[0])
     assert metrics["epochs"] == chosen >= 1
