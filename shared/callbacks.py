@@ -30,7 +30,14 @@ import tensorflow as tf
 
 from shared.distribute import worker_role
 from shared.errors import UserError
-from shared.saving import RunFileError, atomic_path, read_json, save_model, write_json
+from shared.saving import (
+    RunFileError,
+    atomic_path,
+    read_json,
+    read_json_or_none,
+    save_model,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,14 +149,14 @@ class RunCheckpoint(keras.callbacks.Callback):
         self.monitor = monitor
         self.mode = mode
         self.saved_model = saved_model
-        self.state: dict = {"epochs_done": 0, "weights": None, "rows": [], "best": None}
+        self.state = _empty_state()
 
     # -- resuming ---------------------------------------------------------------------------
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         state_file = self.backup_dir / "state.json"
         if not state_file.exists():
-            self.state = {"epochs_done": 0, "weights": None, "rows": [], "best": None}
+            self.state = _empty_state()
             return
         try:
             state = read_json(state_file)
@@ -162,7 +169,7 @@ class RunCheckpoint(keras.callbacks.Callback):
                     "folder to start this run again from the first epoch."
                 ) from None
             log.warning("Own backup unreadable (%s); taking the chief's state instead", error)
-            self.state = {"epochs_done": 0, "weights": None, "rows": [], "best": None}
+            self.state = _empty_state()
             return
         self.state = state
         self.model._initial_epoch = state["epochs_done"]
@@ -234,7 +241,7 @@ class RunCheckpoint(keras.callbacks.Callback):
             os.replace(candidate, self.run_dir / "best.keras")
         record = {key: best[key] for key in ("monitor", "value", "epoch")}
         best_json = self.run_dir / "best.json"
-        if not best_json.exists() or _read_or_none(best_json) != record:
+        if not best_json.exists() or read_json_or_none(best_json) != record:
             write_json(best_json, record)
 
     def _publish_history(self) -> None:
@@ -261,19 +268,17 @@ class RunCheckpoint(keras.callbacks.Callback):
         shutil.rmtree(self.backup_dir, ignore_errors=True)
 
 
+def _empty_state() -> dict:
+    """The state before the first epoch: nothing done, no weights, rows or best."""
+    return {"epochs_done": 0, "weights": None, "rows": [], "best": None}
+
+
 def _plain(value) -> float | str:
     """A log value as a JSON- and CSV-friendly number."""
     try:
         return float(value)
     except (TypeError, ValueError):
         return str(value)
-
-
-def _read_or_none(path: Path):
-    try:
-        return read_json(path)
-    except RunFileError:
-        return None
 
 
 class ChiefStateSync(keras.callbacks.Callback):

@@ -46,9 +46,9 @@ from shared.errors import UserError
 from shared.plots import plot_history
 from shared.saving import (
     ModelFileError,
-    RunFileError,
     load_model,
     read_json,
+    read_json_or_none,
     remove_temporary_files,
     save_model,
     write_json,
@@ -334,7 +334,7 @@ def start_run(project: str, config: TrainConfig) -> Run:
         # scratch folder left from a finished or different run is simply replaced.
         saved = path / "config.json"
         if (path / "metrics.json").exists() or (
-            saved.exists() and _read_or_none(saved) != settings
+            saved.exists() and read_json_or_none(saved) != settings
         ):
             shutil.rmtree(path)
     if path.exists() and not path.is_dir():
@@ -406,13 +406,6 @@ def start_run(project: str, config: TrainConfig) -> Run:
         _previous_log_level=previous_level,
     )
     return _ACTIVE_RUN
-
-
-def _read_or_none(path: Path) -> Any:
-    try:
-        return read_json(path)
-    except RunFileError:
-        return None
 
 
 @dataclasses.dataclass

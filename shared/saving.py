@@ -133,6 +133,14 @@ def read_json(path: str | os.PathLike) -> Any:
         ) from None
 
 
+def read_json_or_none(path: str | os.PathLike) -> Any:
+    """`read_json`, or None when the file is missing or damaged."""
+    try:
+        return read_json(path)
+    except RunFileError:
+        return None
+
+
 def save_model(model: keras.Model, path: str | os.PathLike) -> Path:
     """Save ``model`` to ``path`` atomically.
 
