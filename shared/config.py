@@ -79,10 +79,29 @@ class TrainConfig:
     """Settings every training entry point accepts.
 
     Subclasses add their own fields with `option` and may set ``QUICK``, a dict
-    of field overrides for a run that finishes end to end in seconds.
+    of field overrides for a run that finishes end to end in seconds, and
+    ``PRESETS``, defaults that depend on another field's value:
+    ``{"cell": {"transformer": {"layers": 4}}}`` makes ``--layers`` default to 4
+    when ``--cell transformer`` is chosen. Build such a config with `create`.
     """
 
     QUICK: ClassVar[dict[str, Any]] = {}
+    PRESETS: ClassVar[dict[str, dict[Any, dict[str, Any]]]] = {}
+
+    @classmethod
+    def create(cls: type[ConfigT], **values: Any) -> ConfigT:
+        """The config for ``values``, with ``QUICK`` and ``PRESETS`` applied as on the command line.
+
+        Precedence: ``values``, then ``QUICK`` (when ``quick=True``), then the
+        presets of the chosen values (e.g. of ``cell``), then the field defaults.
+        """
+        chosen = dict(cls.QUICK) if values.get("quick") else {}
+        chosen.update(values)
+        defaults = {field.name: field.default for field in dataclasses.fields(cls)}
+        preset: dict[str, Any] = {}
+        for field_name, by_value in cls.PRESETS.items():
+            preset.update(by_value.get(chosen.get(field_name, defaults[field_name]), {}))
+        return cls(**{**preset, **chosen})
 
     epochs: int = option(10, "Passes over the training data.", minimum=1)
     batch_size: int = option(
@@ -197,6 +216,12 @@ def build_parser(config_class: type[ConfigT], description: str | None = None) ->
         field_type = types[field.name]
         # argparse %-formats help texts: "5%" in a text would crash --help.
         help_text = field.metadata.get("help", "").replace("%", "%%")
+        help_text += "".join(
+            f" [{flag_name(chooser)} {value}: {overrides[field.name]!r}]"
+            for chooser, by_value in config_class.PRESETS.items()
+            for value, overrides in by_value.items()
+            if field.name in overrides
+        )
         choices = field.metadata.get("choices")
         if field_type is bool:
             parser.add_argument(
@@ -231,7 +256,8 @@ def parse_config(
     """Parse command-line flags into a validated, frozen config.
 
     Order of precedence: explicit flags, then ``QUICK`` overrides (only with
-    ``--quick``), then the dataclass defaults. Invalid input exits with status 2
+    ``--quick``), then ``PRESETS`` of the chosen values, then the dataclass
+    defaults. Invalid input exits with status 2
     and a message naming the flag, as argparse does.
 
     Args:
@@ -246,14 +272,8 @@ def parse_config(
     namespace, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if unknown:
         parser.reject_unknown(unknown)
-    explicit = vars(namespace)
-    values: dict[str, Any] = {}
-    if explicit.get("quick"):
-        values.update(config_class.QUICK)
-        values["quick"] = True
-    values.update(explicit)
     try:
-        return config_class(**values)
+        return config_class.create(**vars(namespace))
     except ConfigError as error:
         parser.error(str(error))
         raise  # unreachable: parser.error exits

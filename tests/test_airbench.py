@@ -11,8 +11,8 @@ import pytest
 
 from projects.cifar_cnn import airbench
 from projects.cifar_cnn.model import channel_statistics
-from projects.cifar_cnn.train import choose_precision, cpu_supports_bfloat16
 from shared.images import load_bundled_sample
+from shared.precision import choose_precision, cpu_supports_bfloat16
 from tests.helpers import REPO_ROOT
 
 

@@ -25,13 +25,12 @@ from projects.cifar_cnn.model import (
 )
 from projects.cifar_cnn.train import (
     choose_batch_size,
-    cpu_supports_bfloat16,
     epochs_for_budget,
     learning_rate_schedule,
-    precision_policy,
 )
 from projects.cifar_cnn.train import main as train_cifar
 from shared.images import BUNDLED_SAMPLE, CIFAR10_CLASSES, load_bundled_sample
+from shared.precision import cpu_supports_bfloat16, precision_policy
 from tests.helpers import REPO_ROOT, history_epochs, kill_after_first_epoch, run_module
 
 # (H, W), filter, stride, padding -> (OH, OW): the CNN lecture's five exercises.

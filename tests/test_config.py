@@ -154,3 +154,31 @@ def test_non_finite_floats_are_rejected_naming_the_flag(value, capsys):
 def test_non_finite_floats_fail_when_built_from_python_too():
     with pytest.raises(ConfigError, match="--learning-rate must be a finite number, got inf"):
         XorConfig(learning_rate=float("inf"))
+
+
+@dataclasses.dataclass(frozen=True)
+class PresetConfig(DemoConfig):
+    """A demo config whose defaults depend on the cell."""
+
+    PRESETS = {"cell": {"gru": {"hidden_units": 64, "learning_rate": 0.5}}}
+
+
+def test_presets_set_defaults_for_the_chosen_value_only():
+    assert parse_config(PresetConfig, []) == PresetConfig()  # lstm: no preset
+    gru = parse_config(PresetConfig, ["--cell", "gru"])
+    assert (gru.hidden_units, gru.learning_rate) == (64, 0.5)
+    # Explicit flags win over the preset, and --quick's overrides too.
+    assert parse_config(PresetConfig, ["--cell", "gru", "--hidden-units", "8"]).hidden_units == 8
+    quick = parse_config(PresetConfig, ["--cell", "gru", "--quick"])
+    assert (quick.hidden_units, quick.learning_rate, quick.epochs) == (2, 0.5, 1)
+    # The same from Python, and --help tells the preset.
+    assert PresetConfig.create(cell="gru", epochs=3) == gru.__class__(
+        cell="gru", hidden_units=64, learning_rate=0.5, epochs=3
+    )
+    assert "[--cell gru: 64]" in " ".join(build_parser(PresetConfig).format_help().split())
+
+
+def test_transformer_width_must_divide_into_heads(capsys):
+    with pytest.raises(ConfigError, match="--embedding-dim 100 must be divisible by --heads 8"):
+        ShakespeareConfig.create(cell="transformer", embedding_dim=100, heads=8)
+    assert ShakespeareConfig.create(cell="transformer").embedding_dim == 256

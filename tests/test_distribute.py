@@ -77,6 +77,17 @@ def test_every_project_trains_under_two_replicas(tmp_path):
     )
     assert np.isfinite(shakespeare["validation"]["nats_per_char"])
     assert load_run(tmp_path / "shakespeare").model.input.dtype == "string"
+    attention = train_shakespeare(
+        ShakespeareConfig.create(
+            cell="transformer",
+            layers=2,
+            strategy="mirrored",
+            run_dir=str(tmp_path / "attention"),
+            quick=True,
+        )
+    )
+    assert np.isfinite(attention["validation"]["nats_per_char"])
+    assert load_run(tmp_path / "attention").model.name == "char_transformer"
     cifar = train_cifar(
         CifarConfig(strategy="mirrored", run_dir=str(tmp_path / "cifar"), **CifarConfig.QUICK)
     )

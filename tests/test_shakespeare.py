@@ -66,17 +66,25 @@ def test_unigram_baseline():
     )
 
 
-def small_model(vocabulary, cell="gru", layers=1):
+def small_model(vocabulary, cell="gru", layers=1, window=64):
     return build_char_model(
-        vocabulary, embedding_dim=8, cell=cell, units=16, layers=layers, dropout=0.0
+        vocabulary,
+        embedding_dim=8,
+        cell=cell,
+        units=16,
+        layers=layers,
+        dropout=0.0,
+        heads=2,
+        seq_length=window,
     )
 
 
-def test_vocabulary_including_newline_survives_save_and_load(tmp_path):
+@pytest.mark.parametrize("cell", ["gru", "transformer"])
+def test_vocabulary_including_newline_survives_save_and_load(tmp_path, cell):
     text = "First Citizen:\nBefore we proceed any further, hear me speak.\n\tTabs & ünïcödé!"
     vocabulary = build_vocabulary(text)
     assert "\n" in vocabulary and "\t" in vocabulary and " " in vocabulary
-    model = small_model(vocabulary)
+    model = small_model(vocabulary, cell)
     save_model(model, tmp_path / "model.keras")
     reloaded = load_model(tmp_path / "model.keras")
     lookup = reloaded.get_layer("char_to_id")
@@ -88,6 +96,24 @@ def test_vocabulary_including_newline_survives_save_and_load(tmp_path):
     assert lookup(tf.constant([["Z"]])).numpy()[0, 0] == 0  # unknown
     sample = tf.constant([list("hear me\nspeak")])
     np.testing.assert_allclose(model(sample), reloaded(sample), rtol=1e-6)
+
+
+def test_bfloat16_attention_model_reloads_in_a_float32_process(tmp_path):
+    # A run trained in mixed_bfloat16 is loaded by processes whose global policy is float32:
+    # the layers built inside the blocks must keep the saved precision.
+    vocabulary = build_vocabulary("to be or not to be\n")
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = small_model(vocabulary, "transformer", layers=2)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    save_model(model, tmp_path / "model.keras")
+    reloaded = load_model(tmp_path / "model.keras")
+    sample = tf.constant([list("not to be\n")])
+    np.testing.assert_allclose(model(sample), reloaded(sample), rtol=1e-6)
+    assert generate(reloaded, "to ", length=20, temperature=0.0) == generate(
+        model, "to ", length=20, temperature=0.0
+    )
 
 
 def test_training_windows_are_next_character_pairs_at_random_offsets():
@@ -141,9 +167,11 @@ def test_quick_run_reports_bits_per_character(trained_run):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        (dict(temperature=0), "--temperature must be greater than 0"),
-        (dict(temperature=-1.0), "--temperature must be greater than 0"),
+        (dict(temperature=-1.0), "--temperature must be 0 .greedy. or more"),
+        (dict(temperature=float("nan")), "--temperature must be 0 .greedy. or more"),
         (dict(top_k=0), "--top-k must be at least 1"),
+        (dict(top_p=0.0), "--top-p must be greater than 0 and at most 1"),
+        (dict(top_p=1.5), "--top-p must be greater than 0 and at most 1"),
         (dict(length=-1), "--length must be 0 or more"),
         (dict(prompt=""), "--prompt must contain at least one character"),
         (dict(prompt="ROMEO: 😀 ~ @"), r"never saw in training: '@', '~', '😀'"),
@@ -179,7 +207,9 @@ def test_generator_never_emits_the_unknown_token(trained_run):
     assert "[UNK]" not in text and len(text) == 200
 
 
-@pytest.mark.parametrize(("cell", "layers"), [("gru", 2), ("lstm", 2), ("simplernn", 1)])
+@pytest.mark.parametrize(
+    ("cell", "layers"), [("gru", 2), ("lstm", 2), ("simplernn", 1), ("transformer", 2)]
+)
 def test_stateful_steps_give_the_same_logits_as_full_recomputation(cell, layers):
     text = "ROMEO:\nBut soft, what light through yonder window breaks?"
     vocabulary = build_vocabulary(text)
@@ -202,11 +232,94 @@ def test_stateful_steps_give_the_same_logits_as_full_recomputation(cell, layers)
     np.testing.assert_allclose(logits, full[half - 1], rtol=1e-4, atol=1e-5)
 
 
-def test_quick_train_then_generate_in_fresh_processes(tmp_path):
+def test_greedy_and_nucleus_sampling():
+    rng = np.random.default_rng(0)
+    # id 0 is the unknown token: never drawn, even when it has the largest logit.
+    logits = np.log([0.9, 0.05, 0.5, 0.3, 0.15])
+    assert Generator.sample(logits, 0.0, None, rng) == 2
+    assert Generator.sample(logits, 0.0, 2, rng, top_p=0.1) == 2
+
+    def frequencies(**settings):
+        draws = [Generator.sample(logits, 1.0, rng=rng, **settings) for _ in range(4000)]
+        return np.bincount(draws, minlength=5) / len(draws)
+
+    # Without id 0 the probabilities are 0.5, 0.3, 0.15, 0.05 (ids 2, 3, 4, 1).
+    # top-p 0.7: 0.5 alone is short of 0.7, 0.5 + 0.3 reaches it: ids 2 and 3, as 5:3.
+    nucleus = frequencies(top_k=None, top_p=0.7)
+    assert nucleus[[0, 1, 4]].sum() == 0
+    assert nucleus[2] == pytest.approx(0.625, abs=0.03)
+    # top-p 0.5 is reached by id 2 alone; top-p 1 keeps everything but id 0.
+    assert set(np.flatnonzero(frequencies(top_k=None, top_p=0.5))) == {2}
+    assert set(np.flatnonzero(frequencies(top_k=None, top_p=1.0))) == {1, 2, 3, 4}
+    # top-k and top-p together: the smaller set wins.
+    assert set(np.flatnonzero(frequencies(top_k=3, top_p=0.95))) == {2, 3, 4}
+
+
+def test_greedy_generation_is_the_argmax_of_each_step(trained_run):
+    run_dir, _ = trained_run
+    model = load_model(run_dir / "model.keras")
+    text = generate(model, "ROMEO:", length=12, temperature=0.0, seed=1)
+    assert generate(model, "ROMEO:", length=12, temperature=0.0, seed=2) == text
+    vocabulary = model.get_layer("char_to_id").get_vocabulary()
+    context = "ROMEO:"
+    for char in text:
+        logits = keras.ops.convert_to_numpy(model(tf.constant([list(context)])))[0, -1]
+        logits[0] = -np.inf
+        assert vocabulary[int(np.argmax(logits))] == char
+        context += char
+
+
+def test_attention_is_causal():
+    text = "ROMEO:\nBut soft, what light through yonder window breaks?"
+    vocabulary = build_vocabulary(text)
+    keras.utils.set_random_seed(1)
+    model = small_model(vocabulary, "transformer", layers=2)
+    changed = text[:30] + ("x" if text[30] != "x" else "y") + text[31:]
+    before = keras.ops.convert_to_numpy(model(tf.constant([list(text)])))[0]
+    after = keras.ops.convert_to_numpy(model(tf.constant([list(changed)])))[0]
+    # Positions before the change see nothing of it; from the change on, the logits move.
+    np.testing.assert_array_equal(before[:30], after[:30])
+    assert np.abs(before[30:] - after[30:]).max(axis=-1).min() > 0
+
+
+def test_generation_beyond_the_window_reads_the_last_half_afresh():
+    text = "ROMEO:\nBut soft, what light through yonder window breaks?"
+    vocabulary = build_vocabulary(text)
+    keras.utils.set_random_seed(2)
+    window = 16
+    model = small_model(vocabulary, "transformer", layers=2, window=window)
+    generator = Generator(model)
+    produced = generator.generate("ROMEO:", 40, temperature=0.0)
+    # The same text from recomputing every step on the context the documented rule keeps:
+    # the last `window` characters, and once the window is full, its last half.
+    forward = model.get_layer("core")
+    context = [int(i) for i in generator.encode("ROMEO:")[0]]
+    expected = []
+    for _ in range(40):
+        logits = keras.ops.convert_to_numpy(forward(np.array([context], dtype=np.int32)))
+        logits = logits[0, -1]
+        logits[0] = -np.inf
+        next_id = int(np.argmax(logits))
+        expected.append(generator.vocabulary[next_id])
+        if len(context) == window:
+            context = context[window // 2 :]
+        context.append(next_id)
+    assert produced == "".join(expected)
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        model(tf.constant([list(text)]))  # longer than the window: no position embedding
+
+
+@pytest.mark.parametrize("cell", ["gru", "transformer"])
+def test_quick_train_then_generate_in_fresh_processes(tmp_path, cell):
     run_dir = tmp_path / "run"
-    trained = run_module("projects.shakespeare.train", "--quick", "--run-dir", str(run_dir))
+    trained = run_module(
+        "projects.shakespeare.train", "--quick", "--cell", cell, "--run-dir", str(run_dir)
+    )
     assert trained.returncode == 0, trained.stderr
     assert "bits/char" in trained.stderr and "sample after epoch 1" in trained.stderr
+    config = json.loads((run_dir / "config.json").read_text())
+    if cell == "transformer":  # --quick's sizes, the transformer preset's other settings
+        assert (config["embedding_dim"], config["layers"], config["dropout"]) == (16, 4, 0.1)
     generate_args = [
         "--run-dir",
         str(run_dir),

@@ -43,10 +43,10 @@ from projects.cifar_cnn.model import (
 from projects.cifar_cnn.train import (
     AIRBENCH_MIN_STEPS,
     choose_batch_size,
-    cpu_supports_bfloat16,
 )
 from shared.cli import setup_logging
 from shared.images import load_bundled_sample
+from shared.precision import cpu_supports_bfloat16
 
 log = logging.getLogger("cifar_cnn")
 

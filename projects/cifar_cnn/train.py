@@ -51,59 +51,10 @@ from shared.cli import fit_verbosity, run_training_cli
 from shared.distribute import select_strategy
 from shared.images import load_image_data
 from shared.plots import save_figure
+from shared.precision import precision_policy
 from shared.runs import start_run
 
 log = logging.getLogger("cifar_cnn")
-
-
-def cpu_supports_bfloat16(cpuinfo: str | None = None) -> bool:
-    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16), from /proc/cpuinfo."""
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo") as handle:
-                cpuinfo = handle.read()
-        except OSError:  # not Linux: no way to tell, so assume not
-            return False
-    flags = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-    return bool({"avx512_bf16", "amx_bf16"} & flags)
-
-
-def choose_precision(
-    mode: str, gpu_capabilities: list[tuple[int, int]], cpu_bfloat16: bool
-) -> tuple[str, str]:
-    """The Keras dtype policy for ``--mixed-precision`` and the reason, as a sentence.
-
-    ``auto``: float16 on GPUs with tensor cores (compute capability 7.0+);
-    bfloat16 on a CPU that computes it natively (AVX512-BF16 or AMX), where
-    ``make bench-cifar`` measured it faster; otherwise float32. ``on``:
-    float16 on a GPU, bfloat16 on a CPU. ``off``: float32.
-    """
-    if mode == "off":
-        return "float32", "--mixed-precision off"
-    if gpu_capabilities:
-        if mode == "on" or min(gpu_capabilities) >= (7, 0):
-            return "mixed_float16", "NVIDIA GPU(s) with float16 tensor cores"
-        return "float32", "the GPU has no float16 tensor cores (compute capability < 7.0)"
-    if mode == "on":
-        return "mixed_bfloat16", "--mixed-precision on, on a CPU"
-    if cpu_bfloat16:
-        return "mixed_bfloat16", "the CPU computes bfloat16 natively (AVX512-BF16/AMX)"
-    return "float32", "the CPU has no native bfloat16 (no AVX512-BF16 or AMX)"
-
-
-def precision_policy(mode: str) -> str:
-    """The Keras dtype policy for ``--mixed-precision`` on this machine (see `choose_precision`)."""
-    gpus = tf.config.list_physical_devices("GPU")
-    capabilities = [
-        tuple(tf.config.experimental.get_device_details(gpu).get("compute_capability", (0, 0)))
-        for gpu in gpus
-    ]
-    policy, reason = choose_precision(mode, capabilities, cpu_supports_bfloat16())
-    log.info("Precision policy: %s (--mixed-precision %s: %s)", policy, mode, reason)
-    return policy
 
 
 # --learning-rate is given for this batch size and scaled in proportion to the real one.

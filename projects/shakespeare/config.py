@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.config import TrainConfig, option
+from shared.config import ConfigError, TrainConfig, option
 
-CELLS = ("gru", "lstm", "simplernn")
+CELLS = ("gru", "lstm", "simplernn", "transformer")
 
 
 @dataclass(frozen=True)
 class ShakespeareConfig(TrainConfig):
-    """Train a character-level recurrent language model and sample text from it."""
+    """Train a character-level language model (RNN or attention) and sample text from it."""
 
     QUICK = {
         "epochs": 1,
@@ -21,6 +21,19 @@ class ShakespeareConfig(TrainConfig):
         "steps_per_epoch": 20,
         "sample_length": 40,
     }
+    # --cell transformer: defaults of a small GPT (nanoGPT's shape, scaled to 2 CPU cores).
+    PRESETS = {
+        "cell": {
+            "transformer": {
+                "embedding_dim": 256,
+                "units": 1024,
+                "layers": 4,
+                "dropout": 0.1,
+                "seq_length": 128,
+                "learning_rate": 1e-3,
+            }
+        }
+    }
 
     epochs: int = option(
         20, "Epochs; one epoch sees about every training character once.", minimum=1
@@ -28,11 +41,27 @@ class ShakespeareConfig(TrainConfig):
     batch_size: int = option(64, "Global batch size (sequences per step).", minimum=1)
     text: str = option("", "Train on this UTF-8 text file (default: bundled tiny-shakespeare).")
     seq_length: int = option(100, "Characters per training window (truncated BPTT).", minimum=2)
-    embedding_dim: int = option(128, "Size of each character's embedding vector.", minimum=1)
-    cell: str = option("gru", "Recurrent cell.", choices=CELLS)
-    units: int = option(512, "Units per recurrent layer.", minimum=1)
-    layers: int = option(1, "Stacked recurrent layers.", minimum=1)
-    dropout: float = option(0.5, "Dropout after each recurrent layer.", minimum=0.0, maximum=0.9)
+    embedding_dim: int = option(
+        128,
+        "Size of each character's embedding vector (transformer: the width of every block).",
+        minimum=1,
+    )
+    cell: str = option(
+        "gru", "Recurrent cell, or transformer (causal self-attention blocks).", choices=CELLS
+    )
+    units: int = option(
+        512, "Units per recurrent layer (transformer: hidden units of each MLP).", minimum=1
+    )
+    layers: int = option(1, "Stacked recurrent layers (transformer: blocks).", minimum=1)
+    heads: int = option(
+        4, "transformer: attention heads per block (must divide --embedding-dim).", minimum=1
+    )
+    dropout: float = option(
+        0.5,
+        "Dropout after each recurrent layer (transformer: in every block).",
+        minimum=0.0,
+        maximum=0.9,
+    )
     learning_rate: float = option(
         2e-3,
         "Adam learning rate (the peak, with --lr-schedule cosine).",
@@ -50,5 +79,20 @@ class ShakespeareConfig(TrainConfig):
     sample_prompt: str = option("ROMEO:", "Prompt of the sample printed after each epoch.")
     sample_length: int = option(200, "Characters sampled after each epoch.", minimum=0)
     sample_temperature: float = option(
-        0.8, "Temperature of the per-epoch sample.", minimum=0.0, exclusive_minimum=True
+        0.8, "Temperature of the per-epoch sample (0: greedy).", minimum=0.0
     )
+
+    mixed_precision: str = option(
+        "auto",
+        "auto: bfloat16 on CPUs that compute it natively (AVX512-BF16 or AMX), float16 on "
+        "GPUs with tensor cores, else float32; on; off (float32).",
+        choices=("auto", "on", "off"),
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.cell == "transformer" and self.embedding_dim % self.heads:
+            raise ConfigError(
+                f"--embedding-dim {self.embedding_dim} must be divisible by --heads "
+                f"{self.heads} (each head gets an equal slice of the width)."
+            )

@@ -1,11 +1,15 @@
 """Generate text from a trained run, streaming each character as it is sampled.
 
     python -m projects.shakespeare.generate --run-dir runs/shakespeare/latest \\
-        --prompt "ROMEO:" --length 500 --temperature 0.8 [--top-k 20] [--seed 1]
+        --prompt "ROMEO:" --length 500 --temperature 0.8 [--top-k 20 | --top-p 0.9] [--seed 1]
 
-The prompt is read once; after that each new character is fed alone, with the
-recurrent states carried forward (`model.step_model`), so every step costs the
-same however long the text grows. The same ``--seed`` gives the same text.
+The prompt is read once; after that each new character is fed alone with the
+model's states carried forward (`model.step_model`): the recurrent states of an
+RNN, or the cached keys and values of the attention model, so every step costs
+one position however long the text grows. The attention model reads at most
+``--seq-length`` characters (its window): when the window is full, generation
+continues from its last half, read afresh. The same ``--seed`` gives the same
+text; ``--temperature 0`` always takes the likeliest character.
 
 From Python: ``generate("runs/shakespeare/latest", "ROMEO:", length=200)``.
 """
@@ -28,8 +32,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--prompt", default="ROMEO:", help="Starting text (default: %(default)s).")
     parser.add_argument("--length", type=int, default=500, help="Characters to generate.")
-    parser.add_argument("--temperature", type=float, default=0.8, help="> 0 (default: 0.8).")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=0.8,
+        help="Below 1: more conservative, above 1: more varied, 0: always the likeliest "
+        "character (greedy) (default: 0.8).",
+    )
     parser.add_argument("--top-k", type=int, default=None, help="Sample among the k likeliest.")
+    parser.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        help="Nucleus sampling: among the likeliest characters whose probabilities add up "
+        "to at least p (0 < p <= 1).",
+    )
     parser.add_argument("--seed", type=int, default=None, help="Seed for repeatable text.")
     return parser
 
@@ -46,7 +63,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from projects.shakespeare.model import step_model, vocabulary_of
+from projects.shakespeare.model import (
+    context_window,
+    initial_states,
+    step_model,
+    vocabulary_of,
+)
 from shared.cli import exit_on_user_error, setup_logging
 from shared.errors import UserError
 from shared.runs import load_run
@@ -56,18 +78,26 @@ class GenerationError(UserError):
     """Generation was asked for with invalid settings."""
 
 
-def check_settings(prompt: str, length: int, temperature: float, top_k: int | None) -> None:
+def check_settings(
+    prompt: str,
+    length: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None = None,
+) -> None:
     """Raise `GenerationError` for a setting no generator can honour."""
     if not prompt:
         raise GenerationError("--prompt must contain at least one character.")
     if length < 0:
         raise GenerationError(f"--length must be 0 or more, got {length}.")
-    if not (temperature > 0 and math.isfinite(temperature)):
+    if not (temperature >= 0 and math.isfinite(temperature)):
         raise GenerationError(
-            f"--temperature must be greater than 0 and finite, got {temperature}."
+            f"--temperature must be 0 (greedy) or more, and finite, got {temperature}."
         )
     if top_k is not None and top_k < 1:
         raise GenerationError(f"--top-k must be at least 1, got {top_k}.")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise GenerationError(f"--top-p must be greater than 0 and at most 1, got {top_p}.")
 
 
 class Generator:
@@ -80,10 +110,9 @@ class Generator:
         self._call = tf.function(
             lambda inputs: self.step(inputs, training=False), reduce_retracing=True
         )
-        self.zero_states = [
-            np.zeros((1, int(tensor.shape[-1])), dtype=np.float32)
-            for tensor in self.step.inputs[1:]
-        ]
+        self.zero_states = initial_states(model)
+        # The attention model's window; None: an RNN, which reads any length.
+        self.window = context_window(model)
 
     def encode(self, text: str) -> np.ndarray:
         """Ids of ``text``; characters outside the vocabulary raise `GenerationError`."""
@@ -100,18 +129,57 @@ class Generator:
         logits, *states = self._call([tf.constant(ids), *states])
         return logits.numpy()[0, -1].astype(np.float64), states
 
+    @staticmethod
     def sample(
-        self, logits: np.ndarray, temperature: float, top_k: int | None, rng: np.random.Generator
+        logits: np.ndarray,
+        temperature: float,
+        top_k: int | None,
+        rng: np.random.Generator,
+        top_p: float | None = None,
     ) -> int:
-        """Draw one id from softmax(logits / temperature), never the unknown token."""
+        """Draw one id from softmax(logits / temperature), never the unknown token.
+
+        ``temperature`` 0 takes the likeliest id. ``top_k`` keeps the k likeliest
+        ids; ``top_p`` keeps the fewest likeliest ids whose probabilities add up
+        to at least p (nucleus sampling); both may be given.
+        """
+        logits = np.array(logits, dtype=np.float64)
+        logits[0] = -np.inf
+        if temperature == 0:
+            return int(np.argmax(logits))
         scaled = logits / temperature
-        scaled[0] = -np.inf
         if top_k is not None and top_k < len(scaled) - 1:
             cutoff = np.partition(scaled, -top_k)[-top_k]
             scaled[scaled < cutoff] = -np.inf
         probabilities = np.exp(scaled - scaled.max())
         probabilities /= probabilities.sum()
+        if top_p is not None and top_p < 1:
+            order = np.argsort(-probabilities, kind="stable")
+            # Keep each id whose likelier ids do not yet reach top_p on their own.
+            before = np.cumsum(probabilities[order]) - probabilities[order]
+            probabilities[order[before >= top_p]] = 0.0
+            probabilities /= probabilities.sum()
         return int(rng.choice(len(probabilities), p=probabilities))
+
+    def start(self, ids: list[int]) -> tuple[np.ndarray, list, list[int]]:
+        """Read a prompt: its last position's logits, the states after it, and the context.
+
+        The attention model reads only the prompt's last `window` characters.
+        """
+        context = list(ids[-self.window :] if self.window else ids)
+        logits, states = self.advance(np.array([context], dtype=np.int32), self.zero_states)
+        return logits, states, context
+
+    def feed(self, next_id: int, states: list, context: list[int]) -> tuple[np.ndarray, list]:
+        """Read one more character; ``context`` (the ids the states hold) is updated in place."""
+        if self.window and len(context) == self.window:
+            # The window is full: keep its last half and read that afresh with the new id.
+            del context[: len(context) - self.window // 2]
+            context.append(next_id)
+            logits, states, _ = self.start(context)
+            return logits, states
+        context.append(next_id)
+        return self.advance(np.array([[next_id]], dtype=np.int32), states)
 
     def generate(
         self,
@@ -121,19 +189,20 @@ class Generator:
         top_k: int | None = None,
         seed: int | None = None,
         on_character: Callable[[str], None] | None = None,
+        top_p: float | None = None,
     ) -> str:
         """``length`` new characters after ``prompt`` (the prompt is not repeated)."""
-        check_settings(prompt, length, temperature, top_k)
+        check_settings(prompt, length, temperature, top_k, top_p)
         rng = np.random.default_rng(seed)
-        logits, states = self.advance(self.encode(prompt), self.zero_states)
+        logits, states, context = self.start(list(self.encode(prompt)[0]))
         produced = []
         for _ in range(length):
-            next_id = self.sample(logits, temperature, top_k, rng)
+            next_id = self.sample(logits, temperature, top_k, rng, top_p)
             char = self.vocabulary[next_id]
             produced.append(char)
             if on_character is not None:
                 on_character(char)
-            logits, states = self.advance(np.array([[next_id]], dtype=np.int32), states)
+            logits, states = self.feed(next_id, states, context)
         return "".join(produced)
 
 
@@ -145,6 +214,7 @@ def generate(
     top_k: int | None = None,
     seed: int | None = None,
     on_character: Callable[[str], None] | None = None,
+    top_p: float | None = None,
 ) -> str:
     """Sample ``length`` characters after ``prompt`` from a run directory or a model.
 
@@ -152,19 +222,22 @@ def generate(
         run_dir_or_model: A run directory (its ``model.keras``) or a loaded model.
         prompt: Starting text; every character must be in the model's vocabulary.
         length: Characters to produce (0 or more).
-        temperature: > 0; below 1 is more conservative, above 1 more varied.
+        temperature: Below 1 is more conservative, above 1 more varied; 0 takes the
+            likeliest character every time (greedy).
         top_k: Sample only among the ``top_k`` likeliest characters (None: all).
+        top_p: Sample only among the likeliest characters whose probabilities add
+            up to ``top_p`` (nucleus sampling; None: all).
         seed: Same seed, same text.
         on_character: Called with each character as it is produced (streaming).
 
     Returns:
         The generated text, without the prompt.
     """
-    check_settings(prompt, length, temperature, top_k)
+    check_settings(prompt, length, temperature, top_k, top_p)
     model = run_dir_or_model
     if not isinstance(model, keras.Model):
         model = load_run(model, inference="projects.shakespeare.generate").model
-    return Generator(model).generate(prompt, length, temperature, top_k, seed, on_character)
+    return Generator(model).generate(prompt, length, temperature, top_k, seed, on_character, top_p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -176,13 +249,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
 
     def run() -> None:
-        check_settings(args.prompt, args.length, args.temperature, args.top_k)
+        check_settings(args.prompt, args.length, args.temperature, args.top_k, args.top_p)
         run = load_run(args.run_dir, inference="projects.shakespeare.generate")
         generator = Generator(run.model)
         generator.encode(args.prompt)  # fail on unknown characters before printing anything
         stream(args.prompt)
         generator.generate(
-            args.prompt, args.length, args.temperature, args.top_k, args.seed, on_character=stream
+            args.prompt,
+            args.length,
+            args.temperature,
+            args.top_k,
+            args.seed,
+            on_character=stream,
+            top_p=args.top_p,
         )
         stream("\n")
 

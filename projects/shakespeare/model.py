@@ -3,15 +3,23 @@
     characters (strings) -> StringLookup -> core: Embedding -> layers x GRU/LSTM/SimpleRNN
     -> Dense: logits over [unknown, *vocabulary] for the next character
 
+    or, with --cell transformer (see transformer.py):
+    ... -> core: Embedding + position embedding -> layers x TransformerBlock
+    -> LayerNormalization -> Dense: logits
+
 The lookup layer holds the vocabulary, so the saved model works on plain
 character strings. `step_model` reuses the trained layers with explicit
-recurrent states, so generation feeds each new character once and carries the
-states forward instead of re-reading the whole text every step.
+states (the recurrent states, or the attention blocks' cached keys and values
+and the next position), so generation feeds each new character once and
+carries the states forward instead of re-reading the whole text every step.
 """
 
 from __future__ import annotations
 
 import keras
+from keras import ops
+
+from projects.shakespeare.transformer import PositionEmbedding, TransformerBlock
 
 RECURRENT_LAYERS = {
     "simplernn": keras.layers.SimpleRNN,
@@ -22,6 +30,13 @@ LOOKUP_LAYER = "char_to_id"
 EMBEDDING_LAYER = "embedding"
 LOGITS_LAYER = "logits"
 CORE_MODEL = "core"
+POSITION_LAYER = "position_embedding"
+FINAL_NORM_LAYER = "final_norm"
+
+
+def block_name(index: int) -> str:
+    """Name of the ``index``-th (0-based) attention block."""
+    return f"block_{index + 1}"
 
 
 def recurrent_name(index: int) -> str:
@@ -36,24 +51,40 @@ def build_char_model(
     units: int,
     layers: int,
     dropout: float,
+    heads: int = 4,
+    seq_length: int = 100,
 ) -> keras.Model:
     """The saved model: (batch, time) character strings -> (batch, time, vocab + 1) logits.
 
     It wraps the trainable ``core`` (ids -> logits, see `core_of`). Training runs
     on the core with integer ids, because MirroredStrategy cannot average a batch
     of strings when Keras builds the model (keras-team/keras#20585).
+
+    For ``cell="transformer"``: ``embedding_dim`` is the width of every block,
+    ``units`` the hidden width of each block's MLP, ``layers`` the number of
+    blocks, ``heads`` the attention heads per block and ``seq_length`` the
+    longest text the model reads at once (one learned position per character).
     """
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
     x = keras.layers.Embedding(len(vocabulary) + 1, embedding_dim, name=EMBEDDING_LAYER)(ids)
-    recurrent = RECURRENT_LAYERS[cell]
-    for index in range(layers):
-        # return_state=True lets step_model reuse these layers with explicit states.
-        x, *_ = recurrent(
-            units, return_sequences=True, return_state=True, name=recurrent_name(index)
-        )(x)
+    if cell == "transformer":
+        x = PositionEmbedding(seq_length, name=POSITION_LAYER)(x)
         if dropout:
-            x = keras.layers.Dropout(dropout, name=f"dropout_{index + 1}")(x)
-    logits = keras.layers.Dense(len(vocabulary) + 1, name=LOGITS_LAYER)(x)
+            x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
+        for index in range(layers):
+            x = TransformerBlock(heads, units, dropout, name=block_name(index))(x)
+        x = keras.layers.LayerNormalization(epsilon=1e-5, name=FINAL_NORM_LAYER)(x)
+    else:
+        recurrent = RECURRENT_LAYERS[cell]
+        for index in range(layers):
+            # return_state=True lets step_model reuse these layers with explicit states.
+            x, *_ = recurrent(
+                units, return_sequences=True, return_state=True, name=recurrent_name(index)
+            )(x)
+            if dropout:
+                x = keras.layers.Dropout(dropout, name=f"dropout_{index + 1}")(x)
+    # The logits stay float32 under mixed precision: the softmax and loss need its range.
+    logits = keras.layers.Dense(len(vocabulary) + 1, name=LOGITS_LAYER, dtype="float32")(x)
     core = keras.Model(ids, logits, name=CORE_MODEL)
 
     characters = keras.Input(shape=(None,), dtype="string", name="characters")
@@ -109,8 +140,53 @@ def state_sizes(layer: keras.layers.Layer) -> list[int]:
     return list(size) if isinstance(size, (list, tuple)) else [size]
 
 
-def step_model(model: keras.Model) -> keras.Model:
-    """(ids, *states) -> (logits, *new states), sharing ``model``'s weights."""
+def is_transformer(model: keras.Model) -> bool:
+    """Whether the character model is the attention model (else recurrent)."""
+    return any(layer.name == POSITION_LAYER for layer in core_of(model).layers)
+
+
+def context_window(model: keras.Model) -> int | None:
+    """The most characters the attention model reads at once; None (no limit) for RNNs."""
+    if not is_transformer(model):
+        return None
+    return core_of(model).get_layer(POSITION_LAYER).window
+
+
+def attention_blocks(model: keras.Model) -> list[TransformerBlock]:
+    """The attention model's blocks, bottom first."""
+    return [layer for layer in core_of(model).layers if isinstance(layer, TransformerBlock)]
+
+
+def initial_states(model: keras.Model) -> list:
+    """The states `step_model` starts from, for a batch of one text.
+
+    RNNs: zero recurrent states. Transformer: the next position (0) and, per
+    block, an empty key/value cache of the whole window.
+    """
+    if is_transformer(model):
+        window = context_window(model)
+        caches = []
+        for block in attention_blocks(model):
+            attention = block.attention
+            shape = (1, 2, attention.heads, window, attention.head_size)
+            caches.append(ops.zeros(shape, dtype=block.compute_dtype))
+        return [ops.zeros((1,), dtype="int32"), *caches]
+    return [
+        ops.zeros((1, size), dtype="float32")
+        for layer in recurrent_layers(model)
+        for size in state_sizes(layer)
+    ]
+
+
+def step_model(model: keras.Model):
+    """(ids, *states) -> (logits, *new states), sharing ``model``'s weights.
+
+    ``states`` as `initial_states` returns them. For the transformer the step
+    reads ``ids`` at the positions after the cached ones; the caller must not
+    exceed `context_window` positions in total.
+    """
+    if is_transformer(model):
+        return _transformer_step(model)
     core = core_of(model)
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
     x = core.get_layer(EMBEDDING_LAYER)(ids)
@@ -125,3 +201,25 @@ def step_model(model: keras.Model) -> keras.Model:
         state_outputs += states
     logits = core.get_layer(LOGITS_LAYER)(x)
     return keras.Model([ids, *state_inputs], [logits, *state_outputs], name="step")
+
+
+def _transformer_step(model: keras.Model):
+    core = core_of(model)
+    embedding = core.get_layer(EMBEDDING_LAYER)
+    positions = core.get_layer(POSITION_LAYER)
+    blocks = attention_blocks(model)
+    final_norm = core.get_layer(FINAL_NORM_LAYER)
+    logits_layer = core.get_layer(LOGITS_LAYER)
+
+    def step(inputs, training=False):
+        ids, position, *caches = inputs
+        start = position[0]
+        x = positions(embedding(ids), start=start)
+        new_caches = []
+        for block, cache in zip(blocks, caches, strict=True):
+            x, cache = block(x, cache=cache, start=start, training=False)
+            new_caches.append(cache)
+        logits = logits_layer(final_norm(x))
+        return [logits, position + ops.shape(ids)[1], *new_caches]
+
+    return step

@@ -1,8 +1,9 @@
-"""Train a character-level GRU/LSTM/SimpleRNN language model on Shakespeare.
+"""Train a character-level GRU/LSTM/SimpleRNN or attention language model on Shakespeare.
 
     python -m projects.shakespeare.train                 # or: make shakespeare
     python -m projects.shakespeare.train --text my.txt   # any UTF-8 text file
     python -m projects.shakespeare.train --cell lstm --layers 2 --units 512
+    python -m projects.shakespeare.train --cell transformer   # 4 attention blocks, width 256
     python -m projects.shakespeare.train --quick         # seconds, for smoke tests
 
 Each epoch trains on windows of ``--seq-length`` characters starting at random
@@ -43,7 +44,8 @@ from projects.shakespeare.model import build_char_model, compile_char_model, cor
 from shared.callbacks import standard_callbacks
 from shared.cli import fit_verbosity, run_training_cli
 from shared.distribute import select_strategy
-from shared.runs import start_run
+from shared.precision import training_precision
+from shared.runs import Run, start_run
 
 log = logging.getLogger("shakespeare")
 
@@ -105,7 +107,6 @@ def main(config: ShakespeareConfig) -> dict:
     text = load_text(config.text or None, config.seq_length)
     train_text, val_text = split_text(text)
     vocabulary = build_vocabulary(train_text)
-    unigram_bits = unigram_bits_per_character(train_text, val_text)
     log.info(
         "%d characters: %d train, %d validation; %d distinct in training",
         len(text),
@@ -113,10 +114,23 @@ def main(config: ShakespeareConfig) -> dict:
         len(val_text),
         len(vocabulary),
     )
+    # Mixed precision, when chosen, applies to this run's models only.
+    with training_precision(config.mixed_precision) as policy:
+        return _train_and_score(config, run, train_text, val_text, vocabulary, policy)
+
+
+def _train_and_score(
+    config: ShakespeareConfig,
+    run: Run,
+    train_text: str,
+    val_text: str,
+    vocabulary: list[str],
+    policy: str,
+) -> dict:
+    unigram_bits = unigram_bits_per_character(train_text, val_text)
     train_ids, val_ids = encode(train_text, vocabulary), encode(val_text, vocabulary)
     steps = config.steps_per_epoch or len(train_ids) // (config.batch_size * config.seq_length)
     steps = max(steps, 1)
-
     strategy = select_strategy(config.strategy)
     with strategy.scope():
         model = build_char_model(
@@ -126,6 +140,8 @@ def main(config: ShakespeareConfig) -> dict:
             config.units,
             config.layers,
             config.dropout,
+            config.heads,
+            config.seq_length,
         )
         decay_steps = steps * config.epochs if config.lr_schedule == "cosine" else None
         core = compile_char_model(core_of(model), config.learning_rate, decay_steps)
@@ -166,7 +182,12 @@ def main(config: ShakespeareConfig) -> dict:
         prompt, config.sample_length, config.sample_temperature, seed=config.seed
     )
     metrics = {
-        "characters": {"total": len(text), "train": len(train_text), "validation": len(val_text)},
+        "characters": {
+            "total": len(train_text) + len(val_text),
+            "train": len(train_text),
+            "validation": len(val_text),
+        },
+        "precision_policy": policy,
         "vocabulary_size": len(vocabulary),
         "best_epoch": best_state["epoch"] + 1 if best_state else None,
         "kept_epoch": config.keep,
