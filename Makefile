@@ -11,7 +11,7 @@ PROJECT ?= xor_mlp
 WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu test lint xor-mlp stock-lstm stock-lstm-forecast shakespeare shakespeare-generate bench-shakespeare cifar-cnn cifar-cnn-predict bench-cifar multiworker bench-scaling tensorboard clean
+.PHONY: help install install-gpu test lint xor-mlp stock-lstm stock-lstm-forecast shakespeare shakespeare-generate shakespeare-attention bench-shakespeare cifar-cnn cifar-cnn-predict bench-cifar multiworker bench-scaling tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -49,6 +49,9 @@ shakespeare: $(INSTALLED) ## Train the Shakespeare character model (about 17 min
 
 shakespeare-generate: $(INSTALLED) ## Generate text with the latest Shakespeare run; ARGS="--length 1000"
 	$(BIN)/python -m projects.shakespeare.generate --run-dir runs/shakespeare/latest $(ARGS)
+
+shakespeare-attention: $(INSTALLED) ## Attention heat maps of the latest (transformer) Shakespeare run; TEXT="ROMEO: But soft"
+	$(BIN)/python -m projects.shakespeare.attention --run-dir runs/shakespeare/latest $(if $(TEXT),--text "$(TEXT)") $(ARGS)
 
 bench-shakespeare: $(INSTALLED) ## Print training and generation speed of the Shakespeare models
 	$(BIN)/python -m projects.shakespeare.bench

@@ -426,7 +426,8 @@ def load_run(run_dir: str | os.PathLike, which: str = "model", inference: str = 
         which: ``model`` for ``model.keras`` (the epoch ``--keep`` chose), ``best``
             for the best validation epoch, ``last`` for the last epoch.
         inference: The calling inference module (e.g. ``projects.xor_mlp.predict``);
-            a run of another project is then refused with the module to use.
+            a run of another project than the module's is then refused, naming
+            the module to use.
 
     Returns:
         A `LoadedRun`.
@@ -448,7 +449,11 @@ def load_run(run_dir: str | os.PathLike, which: str = "model", inference: str = 
         raise RunError(f"{path} is not a run directory (it has no config.json).")
     config = read_json(config_file)
     project = config.get("project") if isinstance(config, dict) else None
-    if inference and project in INFERENCE_MODULES and INFERENCE_MODULES[project] != inference:
+    if (
+        inference
+        and project in INFERENCE_MODULES
+        and not inference.startswith(f"projects.{project}.")
+    ):
         raise RunError(
             f"{path} is a {project} run; use python -m {INFERENCE_MODULES[project]} "
             f"--run-dir {path}"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
+from projects.shakespeare.attention import attention_maps
 from projects.shakespeare.config import ShakespeareConfig
 from projects.shakespeare.data import (
     BUNDLED_TEXT,
@@ -282,6 +284,25 @@ def test_attention_is_causal():
     assert np.abs(before[30:] - after[30:]).max(axis=-1).min() > 0
 
 
+def test_attention_maps_are_causal_softmax_rows_and_refuse_bad_input():
+    text = "ROMEO:\nBut soft"
+    vocabulary = build_vocabulary(text + "xyz")
+    keras.utils.set_random_seed(3)
+    model = small_model(vocabulary, "transformer", layers=2, window=16)
+    maps = attention_maps(model, text)
+    assert [weights.shape for weights in maps] == [(2, len(text), len(text))] * 2
+    for weights in maps:
+        np.testing.assert_array_equal(np.triu(weights, k=1), 0.0)  # nothing from the future
+        np.testing.assert_allclose(weights.sum(axis=-1), 1.0, rtol=1e-5)
+        assert weights[:, 1:, :].max(axis=-1).min() < 1.0  # spread over several characters
+    with pytest.raises(GenerationError, match="1 to 16 characters"):
+        attention_maps(model, "x" * 17)
+    with pytest.raises(GenerationError, match="never saw in training: 'Q'"):
+        attention_maps(model, "ROMEO Q")
+    with pytest.raises(GenerationError, match="this run is recurrent"):
+        attention_maps(small_model(vocabulary), text)
+
+
 def test_generation_beyond_the_window_reads_the_last_half_afresh():
     text = "ROMEO:\nBut soft, what light through yonder window breaks?"
     vocabulary = build_vocabulary(text)
@@ -347,6 +368,20 @@ def test_quick_train_then_generate_in_fresh_processes(tmp_path, cell):
     )
     assert bad.returncode == 2 and "'@'" in bad.stderr and "Traceback" not in bad.stderr
     assert bad.stdout == ""
+    attention = run_module(
+        "projects.shakespeare.attention", "--run-dir", str(run_dir), "--text", "ROMEO:\\nBut"
+    )
+    if cell == "gru":
+        assert attention.returncode == 2 and "Traceback" not in attention.stderr
+        assert "this run is recurrent" in attention.stderr
+        assert "--cell transformer" in attention.stderr
+    else:
+        assert attention.returncode == 0, attention.stderr
+        written = attention.stdout.split()
+        assert [Path(path).name for path in written] == [
+            f"attention-block{block}.png" for block in (1, 2, 3, 4)
+        ]
+        assert all(Path(path).stat().st_size > 10_000 for path in written)
 
 
 def test_killed_run_resumes(tmp_path):
