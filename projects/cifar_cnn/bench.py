@@ -44,6 +44,7 @@ from projects.cifar_cnn.train import (
     AIRBENCH_MIN_STEPS,
     choose_batch_size,
 )
+from shared.benchmarks import matmul_gflops
 from shared.cli import setup_logging
 from shared.images import load_bundled_sample
 from shared.precision import cpu_supports_bfloat16
@@ -74,18 +75,6 @@ def training_throughput(model: keras.Model, data: tf.data.Dataset, steps: int, b
     started = time.perf_counter()
     model.fit(data, steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0)
     return steps * batch / (time.perf_counter() - started)
-
-
-def matmul_gflops(size: int = 4096, repeats: int = 10) -> float:
-    """GFLOP/s of a ``size`` x ``size`` float32 matrix product, after one warm-up."""
-    matrix = tf.random.normal((size, size), seed=0)
-    product = tf.function(tf.linalg.matmul)
-    product(matrix, matrix).numpy()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        result = product(matrix, matrix)
-    result.numpy()  # waits for the last product
-    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
 def airbench_model(images, labels, mean, variance, batch_size, steps):

@@ -4,11 +4,15 @@
 
 Prints characters per second for
 
-* training the default model, and the TensorFlow text-generation tutorial's
-  model (Embedding 256, GRU 1024, sequence 100, batch 64), on the real data
-  pipeline, after a warm-up that excludes tracing;
-* generating 300 characters with the stateful generator, against naively
-  re-running the whole growing text through the model for every character.
+* training the GRU (the default), the attention model (``--cell transformer``)
+  and the TensorFlow text-generation tutorial's model (Embedding 256, GRU 1024),
+  each in float32 and, on CPUs that compute bfloat16 natively, in mixed
+  bfloat16, on the real data pipeline after a warm-up that excludes tracing,
+  with the arithmetic each achieves in GFLOP/s against a large float32 matrix
+  product measured in the same run (the machine's practical peak);
+* generating 300 characters with the stateful generator (carried RNN states,
+  or the attention model's cached keys and values), against naively re-running
+  the whole text (for the attention model: its last window) for every character.
 
 Figures only; nothing is asserted. Model weights are untrained: speed does not
 depend on them.
@@ -37,14 +41,47 @@ from projects.shakespeare.data import (
     training_dataset,
 )
 from projects.shakespeare.generate import Generator
-from projects.shakespeare.model import build_char_model, compile_char_model, core_of
+from projects.shakespeare.model import (
+    build_char_model,
+    compile_char_model,
+    context_window,
+    core_of,
+)
+from shared.benchmarks import matmul_gflops
 from shared.cli import setup_logging
+from shared.precision import cpu_supports_bfloat16
 
 log = logging.getLogger("shakespeare")
 
 WARMUP_STEPS = 5
 TIMED_STEPS = 20
 GENERATED = 300
+RECURRENT_GATES = {"simplernn": 1, "gru": 3, "lstm": 4}
+
+
+def forward_flops_per_character(config: ShakespeareConfig, vocabulary_size: int) -> int:
+    """Multiply-adds x 2 of one character's forward pass (matrix products only).
+
+    A training step costs about 3x this (the forward pass and two products per
+    layer backward).
+    """
+    logits = 2 * config.units * (vocabulary_size + 1)
+    if config.cell == "transformer":
+        width, window = config.embedding_dim, config.seq_length
+        logits = 2 * width * (vocabulary_size + 1)
+        per_block = (
+            2 * width * 3 * width  # queries, keys, values
+            + 2 * width * width  # output projection
+            + 2 * 2 * width * config.units  # MLP in and out
+            + 2 * 2 * window * width  # scores q.k and the weighted sum, whole window
+        )
+        return config.layers * per_block + logits
+    gates = RECURRENT_GATES[config.cell]
+    total, inputs = 0, config.embedding_dim
+    for _ in range(config.layers):
+        total += 2 * gates * (inputs + config.units) * config.units
+        inputs = config.units
+    return total + logits
 
 
 def training_throughput(model: keras.Model, ids, seq_length: int, batch: int) -> float:
@@ -57,52 +94,21 @@ def training_throughput(model: keras.Model, ids, seq_length: int, batch: int) ->
 
 
 def naive_generation(model: keras.Model, prompt: str, length: int) -> str:
-    """Re-run the whole text through the model for each new character (greedy)."""
+    """Re-run the whole text (at most the model's window) for each new character (greedy)."""
     vocabulary = model.get_layer("char_to_id").get_vocabulary()
+    window = context_window(model)
     text = prompt
     forward = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
     for _ in range(length):
-        logits = forward(tf.constant([list(text)]))[0, -1].numpy()
+        context = text[-window:] if window else text
+        logits = forward(tf.constant([list(context)]))[0, -1].numpy()
         logits[0] = -np.inf
         text += vocabulary[int(np.argmax(logits))]
     return text[len(prompt) :]
 
 
-def main() -> None:
-    setup_logging()
-    keras.utils.set_random_seed(0)
-    train_text, _ = split_text(load_text(None, 100))
-    vocabulary = build_vocabulary(train_text)
-    ids = encode(train_text, vocabulary)
-    default = ShakespeareConfig()
-    models = {
-        f"default ({default.cell.upper()} {default.units}, embedding {default.embedding_dim}, "
-        f"seq {default.seq_length}, batch {default.batch_size})": (
-            build_char_model(
-                vocabulary,
-                default.embedding_dim,
-                default.cell,
-                default.units,
-                default.layers,
-                default.dropout,
-            ),
-            default.seq_length,
-            default.batch_size,
-        ),
-        "TF tutorial (GRU 1024, embedding 256, seq 100, batch 64)": (
-            build_char_model(vocabulary, 256, "gru", 1024, 1, 0.0),
-            100,
-            64,
-        ),
-    }
-    results = []
-    for name, (model, seq_length, batch) in models.items():
-        core = compile_char_model(core_of(model), 1e-3)
-        speed = training_throughput(core, ids, seq_length, batch)
-        results.append((f"train: {name}", speed))
-        log.info("%s: %.0f characters/s", name, speed)
-
-    model = models[next(iter(models))][0]
+def generation_speeds(model: keras.Model) -> tuple[float, float]:
+    """Characters/s of the stateful generator and of re-running the text, GENERATED each."""
     generator = Generator(model)
     generator.generate("ROMEO:", 10, seed=0)  # trace once
     started = time.perf_counter()
@@ -111,14 +117,69 @@ def main() -> None:
     naive_generation(model, "ROMEO:", 10)
     started = time.perf_counter()
     naive_generation(model, "ROMEO:", GENERATED)
-    naive = GENERATED / (time.perf_counter() - started)
-    results.append((f"generate {GENERATED} chars: stateful generator (default model)", stateful))
-    results.append((f"generate {GENERATED} chars: re-run whole text each step", naive))
+    return stateful, GENERATED / (time.perf_counter() - started)
 
-    print(f"\n{'measurement':<78}{'chars/s':>10}")
-    for name, speed in results:
-        print(f"{name:<78}{speed:>10.0f}")
-    print(f"\nstateful generation is {stateful / naive:.1f}x faster than re-running the text")
+
+def main() -> None:
+    setup_logging()
+    keras.utils.set_random_seed(0)
+    train_text, _ = split_text(load_text(None, 100))
+    vocabulary = build_vocabulary(train_text)
+    ids = encode(train_text, vocabulary)
+    cases = {
+        "GRU (default)": ShakespeareConfig(),
+        "transformer (--cell transformer)": ShakespeareConfig.create(cell="transformer"),
+        "TF tutorial (GRU 1024, embedding 256)": ShakespeareConfig(
+            units=1024, embedding_dim=256, dropout=0.0
+        ),
+    }
+    policies = ["float32"] + (["mixed_bfloat16"] if cpu_supports_bfloat16() else [])
+    rows, models = [], {}
+    for name, config in cases.items():
+        for policy in policies:
+            if name.startswith("TF tutorial") and policy != "float32":
+                continue
+            keras.mixed_precision.set_global_policy(policy)
+            model = build_char_model(
+                vocabulary,
+                config.embedding_dim,
+                config.cell,
+                config.units,
+                config.layers,
+                config.dropout,
+                config.heads,
+                config.seq_length,
+            )
+            core = compile_char_model(core_of(model), 1e-3)
+            speed = training_throughput(core, ids, config.seq_length, config.batch_size)
+            flops = forward_flops_per_character(config, len(vocabulary))
+            rows.append((name, policy, core.count_params(), flops, speed))
+            log.info("train %s, %s: %.0f characters/s", name, policy, speed)
+            if policy == "float32" and not name.startswith("TF tutorial"):
+                models[name] = model
+    keras.mixed_precision.set_global_policy("float32")
+    generation = {name: generation_speeds(model) for name, model in models.items()}
+    peak = matmul_gflops()
+
+    print("\nTraining (fit on tiny-shakespeare, batch and window of each model's defaults):")
+    print(
+        f"{'model':40s} {'precision':>15s} {'params':>10s} {'MFLOP/char':>11s} "
+        f"{'chars/s':>9s} {'GFLOP/s':>8s} {'of peak':>8s}"
+    )
+    for name, policy, parameters, flops, speed in rows:
+        achieved = 3 * flops * speed / 1e9
+        print(
+            f"{name:40s} {policy:>15s} {parameters:>10,d} {flops / 1e6:>11.2f} "
+            f"{speed:>9.0f} {achieved:>8.1f} {achieved / peak:>8.0%}"
+        )
+    print(
+        f"{'4096x4096 float32 matmul (peak)':40s} {'':>15s} {'':>10s} {'':>11s} {'':>9s} "
+        f"{peak:>8.1f}"
+    )
+    print(f"\nGeneration of {GENERATED} characters (float32, greedy after 'ROMEO:'):")
+    print(f"{'model':40s} {'stateful/cached':>16s} {'re-run text':>12s} {'speed-up':>9s}")
+    for name, (stateful, naive) in generation.items():
+        print(f"{name:40s} {stateful:>16.0f} {naive:>12.0f} {stateful / naive:>8.1f}x")
 
 
 if __name__ == "__main__":

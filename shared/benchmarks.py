@@ -1,0 +1,23 @@
+"""Helpers of the ``make bench-*`` scripts: the machine's reference arithmetic rate."""
+
+from __future__ import annotations
+
+import time
+
+import tensorflow as tf
+
+
+def matmul_gflops(size: int = 4096, repeats: int = 10, dtype: str = "float32") -> float:
+    """GFLOP/s of a ``size`` x ``size`` matrix product in ``dtype``, after one warm-up.
+
+    A large product is the fastest thing a CPU computes: the practical peak
+    against which a model's achieved rate is read.
+    """
+    matrix = tf.cast(tf.random.normal((size, size), seed=0), dtype)
+    product = tf.function(tf.linalg.matmul)
+    product(matrix, matrix).numpy()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        result = product(matrix, matrix)
+    result.numpy()  # waits for the last product
+    return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
