@@ -30,7 +30,6 @@ if __name__ == "__main__":
     parse_before_tensorflow(CifarConfig)
 
 import logging
-import time
 
 import keras
 import matplotlib.pyplot as plt
@@ -46,6 +45,7 @@ from projects.cifar_cnn.model import (
     compile_classifier,
     log_architecture,
 )
+from shared.budget import budgeted_epochs, time_one_epoch
 from shared.callbacks import standard_callbacks
 from shared.cli import fit_verbosity, run_training_cli
 from shared.distribute import select_strategy
@@ -106,27 +106,6 @@ def expected_accuracy_note(model: str, epochs: int) -> str:
         f"; on full CIFAR-10, {nearest} epochs measured {AIRBENCH_MEASURED_ACCURACY[nearest]:.1%}"
         " validation accuracy (README.md)"
     )
-
-
-def epochs_for_budget(minutes: float, seconds_per_epoch: float, most: int) -> int:
-    """Whole epochs that fit in ``minutes`` at ``seconds_per_epoch``, from 1 to ``most``."""
-    return max(1, min(most, int(minutes * 60 // seconds_per_epoch)))
-
-
-def time_one_epoch(model: keras.Model, data: tf.data.Dataset, steps_per_epoch: int) -> float:
-    """Seconds one epoch of ``steps_per_epoch`` steps takes, from a few timed steps.
-
-    The model's weights (batch-norm statistics included) are put back
-    afterwards; compile it again before training, for a fresh optimizer.
-    """
-    weights = model.get_weights()
-    warmup, timed = 2, min(5, steps_per_epoch)
-    model.fit(data.repeat(), steps_per_epoch=warmup, epochs=1, shuffle=False, verbose=0)
-    started = time.perf_counter()
-    model.fit(data.repeat(), steps_per_epoch=timed, epochs=1, shuffle=False, verbose=0)
-    seconds = (time.perf_counter() - started) / timed * steps_per_epoch
-    model.set_weights(weights)
-    return seconds
 
 
 def learning_rate_schedule(config: CifarConfig, batch_size: int, steps_per_epoch: int, epochs: int):
@@ -267,8 +246,12 @@ def main(config: CifarConfig) -> dict:
     log_architecture(model)
 
     if config.minutes:
-        seconds = time_one_epoch(model, training_data(1), steps_per_epoch)
-        epochs = epochs_for_budget(config.minutes, seconds, most=MOST_BUDGET_EPOCHS)
+        epochs, seconds = budgeted_epochs(
+            run.path,
+            config.minutes,
+            lambda: time_one_epoch(model, training_data(1), steps_per_epoch),
+            most=MOST_BUDGET_EPOCHS,
+        )
         log.info(
             "--minutes %g: one epoch takes about %.0f s on this machine (timed over a few "
             "steps), so training runs %d epochs%s",

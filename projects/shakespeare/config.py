@@ -82,6 +82,12 @@ class ShakespeareConfig(TrainConfig):
         0.8, "Temperature of the per-epoch sample (0: greedy).", minimum=0.0
     )
 
+    minutes: float = option(
+        0.0,
+        "Time budget: > 0 sets --epochs so that training (validation included) takes about "
+        "this many minutes on this machine, from a short timing before training (0: off).",
+        minimum=0.0,
+    )
     mixed_precision: str = option(
         "auto",
         "auto: bfloat16 on CPUs that compute it natively (AVX512-BF16 or AMX), float16 on "

@@ -27,8 +27,10 @@ if __name__ == "__main__":
 
 import logging
 import math
+import time
 
 import keras
+import tensorflow as tf
 
 from projects.shakespeare.data import (
     build_vocabulary,
@@ -41,6 +43,7 @@ from projects.shakespeare.data import (
 )
 from projects.shakespeare.generate import Generator
 from projects.shakespeare.model import build_char_model, compile_char_model, core_of
+from shared.budget import budgeted_epochs, time_one_epoch
 from shared.callbacks import standard_callbacks
 from shared.cli import fit_verbosity, run_training_cli
 from shared.distribute import select_strategy
@@ -101,6 +104,17 @@ class PrintSample(keras.callbacks.Callback):
         log.info("sample after epoch %d:\n%s%s\n", epoch + 1, prompt, text)
 
 
+def seconds_per_epoch(
+    core: keras.Model, train_data: tf.data.Dataset, val_data: tf.data.Dataset, steps: int
+) -> float:
+    """Seconds of one epoch's training steps plus one validation pass, from a short timing."""
+    training = time_one_epoch(core, train_data, steps, timed_steps=min(20, steps))
+    core.evaluate(val_data.take(1), verbose=0)  # trace once
+    started = time.perf_counter()
+    core.evaluate(val_data, verbose=0)
+    return training + time.perf_counter() - started
+
+
 def main(config: ShakespeareConfig) -> dict:
     """Train, score and save the character model; returns metrics.json's content."""
     run = start_run("shakespeare", config)
@@ -143,9 +157,28 @@ def _train_and_score(
             config.heads,
             config.seq_length,
         )
-        decay_steps = steps * config.epochs if config.lr_schedule == "cosine" else None
-        core = compile_char_model(core_of(model), config.learning_rate, decay_steps)
+        core = compile_char_model(core_of(model), config.learning_rate)
     model.summary(print_fn=log.info)
+    train_data = training_dataset(train_ids, config.seq_length, config.batch_size, config.seed)
+    val_data = validation_dataset(val_ids, config.seq_length, config.batch_size)
+    epochs = config.epochs
+    if config.minutes:
+        epochs, seconds = budgeted_epochs(
+            run.path,
+            config.minutes,
+            lambda: seconds_per_epoch(core, train_data, val_data, steps),
+        )
+        log.info(
+            "--minutes %g: an epoch (%d steps and a validation pass) takes about %.0f s on "
+            "this machine (timed over a few steps), so training runs %d epochs",
+            config.minutes,
+            steps,
+            seconds,
+            epochs,
+        )
+    with strategy.scope():  # a fresh optimizer, its schedule spanning the whole run
+        decay_steps = steps * epochs if config.lr_schedule == "cosine" else None
+        core = compile_char_model(core, config.learning_rate, decay_steps)
     extras = [
         BitsPerCharacter(unigram_bits),
         PrintSample(
@@ -157,11 +190,11 @@ def _train_and_score(
         ),
     ]
     core.fit(
-        training_dataset(train_ids, config.seq_length, config.batch_size, config.seed),
+        train_data,
         steps_per_epoch=steps,
         shuffle=False,  # windows start at random offsets already
-        validation_data=validation_dataset(val_ids, config.seq_length, config.batch_size),
-        epochs=config.epochs,
+        validation_data=val_data,
+        epochs=epochs,
         callbacks=standard_callbacks(
             run.path,
             steps * config.batch_size * config.seq_length,

@@ -1,0 +1,50 @@
+"""--minutes: the epoch count is measured once per run and kept when the run resumes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared.budget import BUDGET_FILE, budgeted_epochs, epochs_for_budget
+from tests.helpers import kill_after_first_epoch, run_module
+
+
+def test_epochs_for_budget_counts_whole_epochs_within_limits():
+    assert epochs_for_budget(10, seconds_per_epoch=150, most=100) == 4
+    assert epochs_for_budget(0.01, seconds_per_epoch=150, most=100) == 1
+    assert epochs_for_budget(1000, seconds_per_epoch=1, most=100) == 100
+
+
+def test_the_budget_is_measured_once_per_run(tmp_path):
+    assert budgeted_epochs(tmp_path, 10, lambda: 150.0) == (4, 150.0)
+
+    def must_not_measure() -> float:
+        raise AssertionError("a resumed run must not time itself again")
+
+    assert budgeted_epochs(tmp_path, 10, must_not_measure) == (4, 150.0)
+    # A different budget on the same run directory is measured afresh.
+    assert budgeted_epochs(tmp_path, 20, lambda: 100.0) == (12, 100.0)
+    saved = json.loads((tmp_path / BUDGET_FILE).read_text())
+    assert saved == {"minutes": 20, "seconds_per_epoch": 100.0, "epochs": 12}
+
+
+@pytest.mark.parametrize(
+    "damage", ["{not json", '{"minutes": 10}', '{"minutes": 10, "epochs": "x"}']
+)
+def test_a_damaged_budget_file_is_measured_again(tmp_path, damage):
+    (tmp_path / BUDGET_FILE).write_text(damage)
+    assert budgeted_epochs(tmp_path, 10, lambda: 200.0) == (3, 200.0)
+
+
+def test_shakespeare_minutes_run_resumes_with_its_first_epoch_count(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["--quick", "--minutes", "0.2", "--steps-per-epoch", "40", "--run-dir", str(run_dir)]
+    kill_after_first_epoch("projects.shakespeare.train", args, run_dir)
+    planned = json.loads((run_dir / BUDGET_FILE).read_text())["epochs"]
+    assert planned >= 2
+    resumed = run_module("projects.shakespeare.train", *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"keeping this run's {planned} epochs" in resumed.stderr
+    lines = (run_dir / "history.csv").read_text().splitlines()
+    assert len(lines) == 1 + planned
