@@ -403,3 +403,18 @@ def test_the_default_text_is_the_real_tiny_shakespeare_file(tmp_path, monkeypatc
     assert text == BUNDLED_TEXT.read_text(encoding="utf-8")
     assert text.startswith("First Citizen:\nBefore we proceed any further, hear me speak.")
     assert text.count("ROMEO:") > 100
+
+
+def test_precision_follows_the_family_measured_faster(trained_run, tmp_path):
+    from shared.precision import cpu_supports_bfloat16
+
+    _, metrics = trained_run  # the GRU: float32 wherever it runs on a CPU
+    assert metrics["precision_policy"] == "float32"
+    attention = train_shakespeare(
+        ShakespeareConfig.create(
+            cell="transformer", layers=1, run_dir=str(tmp_path / "attention"), quick=True
+        )
+    )
+    expected = "mixed_bfloat16" if cpu_supports_bfloat16() else "float32"
+    assert attention["precision_policy"] == expected
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run

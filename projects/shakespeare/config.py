@@ -90,8 +90,9 @@ class ShakespeareConfig(TrainConfig):
     )
     mixed_precision: str = option(
         "auto",
-        "auto: bfloat16 on CPUs that compute it natively (AVX512-BF16 or AMX), float16 on "
-        "GPUs with tensor cores, else float32; on; off (float32).",
+        "auto: float16 on GPUs with tensor cores; on CPUs that compute bfloat16 natively "
+        "(AVX512-BF16 or AMX), bfloat16 for the transformer (measured faster) and float32 "
+        "for the RNNs (measured slower); else float32. on: 16 bits anyway; off: float32.",
         choices=("auto", "on", "off"),
     )
 
