@@ -182,3 +182,12 @@ def test_transformer_width_must_divide_into_heads(capsys):
     with pytest.raises(ConfigError, match="--embedding-dim 100 must be divisible by --heads 8"):
         ShakespeareConfig.create(cell="transformer", embedding_dim=100, heads=8)
     assert ShakespeareConfig.create(cell="transformer").embedding_dim == 256
+
+
+def test_validation_windows_follow_nanogpt_unless_the_transformer_reads_less():
+    assert ShakespeareConfig().validation_window == 256  # RNNs: nanoGPT's block size
+    assert ShakespeareConfig(eval_length=100).validation_window == 100
+    transformer = ShakespeareConfig.create(cell="transformer", seq_length=128)
+    assert transformer.validation_window == 128  # it reads no more than its window
+    with pytest.raises(ConfigError, match="--eval-length 200 is longer than --seq-length 128"):
+        ShakespeareConfig.create(cell="transformer", seq_length=128, eval_length=200)

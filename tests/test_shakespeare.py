@@ -151,6 +151,7 @@ def trained_run(tmp_path_factory):
 def test_quick_run_reports_bits_per_character(trained_run):
     run_dir, metrics = trained_run
     validation = metrics["validation"]
+    assert validation["window"] == 256  # scored as nanoGPT scores: windows of 256 characters
     assert validation["bits_per_char"] == pytest.approx(validation["nats_per_char"] / np.log(2))
     assert validation["perplexity"] == pytest.approx(np.exp(validation["nats_per_char"]))
     assert metrics["unigram_baseline"]["bits_per_char"] == pytest.approx(4.83, abs=0.01)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from shared.config import ConfigError, TrainConfig, option
 
 CELLS = ("gru", "lstm", "simplernn", "transformer")
+# nanoGPT scores tiny-shakespeare on windows of this many characters (its block size).
+NANOGPT_BLOCK_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class ShakespeareConfig(TrainConfig):
                 "units": 1024,
                 "layers": 4,
                 "dropout": 0.1,
-                "seq_length": 128,
+                "seq_length": 256,
                 "learning_rate": 1e-3,
             }
         }
@@ -82,6 +84,13 @@ class ShakespeareConfig(TrainConfig):
         0.8, "Temperature of the per-epoch sample (0: greedy).", minimum=0.0
     )
 
+    eval_length: int = option(
+        0,
+        "Characters per validation window, each read from an empty state and scored at every "
+        "position; 0: 256 (nanoGPT's block size, so the figures compare) for the RNNs, "
+        "--seq-length for the transformer (it reads no more).",
+        minimum=0,
+    )
     minutes: float = option(
         0.0,
         "Time budget: > 0 sets --epochs so that training (validation included) takes about "
@@ -96,8 +105,21 @@ class ShakespeareConfig(TrainConfig):
         choices=("auto", "on", "off"),
     )
 
+    @property
+    def validation_window(self) -> int:
+        """Characters per validation window (``--eval-length``, resolved)."""
+        if self.eval_length:
+            return self.eval_length
+        return self.seq_length if self.cell == "transformer" else NANOGPT_BLOCK_SIZE
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.cell == "transformer" and self.eval_length > self.seq_length:
+            raise ConfigError(
+                f"--eval-length {self.eval_length} is longer than --seq-length "
+                f"{self.seq_length}, the most the transformer reads at once; lower it or "
+                "raise --seq-length."
+            )
         if self.cell == "transformer" and self.embedding_dim % self.heads:
             raise ConfigError(
                 f"--embedding-dim {self.embedding_dim} must be divisible by --heads "

@@ -30,8 +30,12 @@ def minimum_characters(seq_length: int) -> int:
     return math.ceil((seq_length + 1) / VALIDATION_FRACTION)
 
 
-def load_text(path: str | None, seq_length: int) -> str:
-    """The bundled text, or the UTF-8 file at ``path``; raises `TextDataError` if unusable."""
+def load_text(path: str | None, seq_length: int, window_flag: str = "--seq-length") -> str:
+    """The bundled text, or the UTF-8 file at ``path``; raises `TextDataError` if unusable.
+
+    ``seq_length`` is the longest window the run reads (``window_flag`` names the
+    flag that set it, for the error message).
+    """
     source = Path(path) if path else BUNDLED_TEXT
     if not source.is_file():
         raise TextDataError(f"no text file at {source}.")
@@ -45,7 +49,7 @@ def load_text(path: str | None, seq_length: int) -> str:
     needed = minimum_characters(seq_length)
     if len(text) < needed:
         raise TextDataError(
-            f"{source} has {len(text)} characters; --seq-length {seq_length} needs at least "
+            f"{source} has {len(text)} characters; {window_flag} {seq_length} needs at least "
             f"{needed} (10% of them validate, and validation needs one window of "
             f"{seq_length + 1})."
         )

@@ -118,7 +118,9 @@ def seconds_per_epoch(
 def main(config: ShakespeareConfig) -> dict:
     """Train, score and save the character model; returns metrics.json's content."""
     run = start_run("shakespeare", config)
-    text = load_text(config.text or None, config.seq_length)
+    window = max(config.seq_length, config.validation_window)
+    flag = "--seq-length" if window == config.seq_length else "--eval-length"
+    text = load_text(config.text or None, window, flag)
     train_text, val_text = split_text(text)
     vocabulary = build_vocabulary(train_text)
     log.info(
@@ -162,7 +164,7 @@ def _train_and_score(
         core = compile_char_model(core_of(model), config.learning_rate)
     model.summary(print_fn=log.info)
     train_data = training_dataset(train_ids, config.seq_length, config.batch_size, config.seed)
-    val_data = validation_dataset(val_ids, config.seq_length, config.batch_size)
+    val_data = validation_dataset(val_ids, config.validation_window, config.batch_size)
     epochs = config.epochs
     if config.minutes:
         epochs, seconds = budgeted_epochs(
@@ -209,9 +211,7 @@ def _train_and_score(
     # --keep: the best validation epoch (default) or the last. Setting the wrapper's
     # weights sets the core's: they are the same variables.
     best_state = run.keep_chosen_epoch(model)
-    nats = float(
-        core.evaluate(validation_dataset(val_ids, config.seq_length, config.batch_size), verbose=0)
-    )
+    nats = float(core.evaluate(val_data, verbose=0))
     prompt = sample_prompt(config.sample_prompt, vocabulary)
     sample = Generator(model).generate(
         prompt, config.sample_length, config.sample_temperature, seed=config.seed
@@ -227,6 +227,7 @@ def _train_and_score(
         "best_epoch": best_state["epoch"] + 1 if best_state else None,
         "kept_epoch": config.keep,
         "validation": {
+            "window": config.validation_window,
             "nats_per_char": nats,
             "bits_per_char": nats / math.log(2),
             "perplexity": math.exp(nats),
@@ -238,9 +239,10 @@ def _train_and_score(
         "sample": prompt + sample,
     }
     log.info(
-        "Validation of model.keras (%s epoch): %.4f nats/char = %.4f bits/char "
-        "(perplexity %.2f); character frequencies alone: %.4f bits/char.",
+        "Validation of model.keras (%s epoch; windows of %d characters): %.4f nats/char = "
+        "%.4f bits/char (perplexity %.2f); character frequencies alone: %.4f bits/char.",
         config.keep,
+        config.validation_window,
         nats,
         nats / math.log(2),
         math.exp(nats),
