@@ -42,10 +42,10 @@ from projects.shakespeare.data import (
 )
 from projects.shakespeare.generate import Generator
 from projects.shakespeare.model import (
-    build_char_model,
     compile_char_model,
     context_window,
     core_of,
+    model_for,
 )
 from shared.benchmarks import matmul_gflops
 from shared.cli import setup_logging
@@ -140,16 +140,7 @@ def main() -> None:
             if name.startswith("TF tutorial") and policy != "float32":
                 continue
             keras.mixed_precision.set_global_policy(policy)
-            model = build_char_model(
-                vocabulary,
-                config.embedding_dim,
-                config.cell,
-                config.units,
-                config.layers,
-                config.dropout,
-                config.heads,
-                config.seq_length,
-            )
+            model = model_for(config, vocabulary)
             core = compile_char_model(core_of(model), 1e-3)
             speed = training_throughput(core, ids, config.seq_length, config.batch_size)
             flops = forward_flops_per_character(config, len(vocabulary))

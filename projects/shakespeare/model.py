@@ -94,6 +94,20 @@ def build_char_model(
     return keras.Model(characters, core(lookup(characters)), name=f"char_{cell}")
 
 
+def model_for(config, vocabulary: list[str]) -> keras.Model:
+    """`build_char_model` with the sizes of a `ShakespeareConfig`."""
+    return build_char_model(
+        vocabulary,
+        config.embedding_dim,
+        config.cell,
+        config.units,
+        config.layers,
+        config.dropout,
+        config.heads,
+        config.seq_length,
+    )
+
+
 def core_of(model: keras.Model) -> keras.Model:
     """The trainable ids -> logits model inside the saved character model."""
     return model.get_layer(CORE_MODEL)

@@ -42,7 +42,7 @@ from projects.shakespeare.data import (
     validation_dataset,
 )
 from projects.shakespeare.generate import Generator
-from projects.shakespeare.model import build_char_model, compile_char_model, core_of
+from projects.shakespeare.model import compile_char_model, core_of, model_for
 from shared.budget import budgeted_epochs, time_one_epoch
 from shared.callbacks import standard_callbacks
 from shared.cli import fit_verbosity, run_training_cli
@@ -151,16 +151,7 @@ def _train_and_score(
     steps = max(steps, 1)
     strategy = select_strategy(config.strategy)
     with strategy.scope():
-        model = build_char_model(
-            vocabulary,
-            config.embedding_dim,
-            config.cell,
-            config.units,
-            config.layers,
-            config.dropout,
-            config.heads,
-            config.seq_length,
-        )
+        model = model_for(config, vocabulary)
         core = compile_char_model(core_of(model), config.learning_rate)
     model.summary(print_fn=log.info)
     train_data = training_dataset(train_ids, config.seq_length, config.batch_size, config.seed)
