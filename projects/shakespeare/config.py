@@ -31,7 +31,7 @@ class ShakespeareConfig(TrainConfig):
                 "units": 1024,
                 "layers": 4,
                 "dropout": 0.1,
-                "seq_length": 256,
+                "seq_length": 128,
                 "learning_rate": 1e-3,
             }
         }
