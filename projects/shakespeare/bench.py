@@ -7,7 +7,8 @@ Prints characters per second for
 * training the GRU (the default), the attention model (``--cell transformer``)
   and the TensorFlow text-generation tutorial's model (Embedding 256, GRU 1024),
   each in float32 and, on CPUs that compute bfloat16 natively, in mixed
-  bfloat16, on the real data pipeline after a warm-up that excludes tracing,
+  bfloat16, on the real data pipeline after a warm-up that excludes tracing
+  (the fastest of three timings of 10 steps),
   with the arithmetic each achieves in GFLOP/s against a large float32 matrix
   product measured in the same run (the machine's practical peak);
 * generating 300 characters with the stateful generator (carried RNN states,
@@ -47,14 +48,14 @@ from projects.shakespeare.model import (
     core_of,
     model_for,
 )
-from shared.benchmarks import matmul_gflops
+from shared.benchmarks import best_rate, matmul_gflops
 from shared.cli import setup_logging
 from shared.precision import cpu_supports_bfloat16
 
 log = logging.getLogger("shakespeare")
 
 WARMUP_STEPS = 5
-TIMED_STEPS = 20
+TIMED_STEPS = 10
 GENERATED = 300
 RECURRENT_GATES = {"simplernn": 1, "gru": 3, "lstm": 4}
 
@@ -85,12 +86,13 @@ def forward_flops_per_character(config: ShakespeareConfig, vocabulary_size: int)
 
 
 def training_throughput(model: keras.Model, ids, seq_length: int, batch: int) -> float:
-    """Characters per second of ``model.fit`` over TIMED_STEPS steps, after a warm-up."""
+    """Characters per second of ``model.fit``: the fastest of 3 runs of TIMED_STEPS steps."""
     data = training_dataset(ids, seq_length, batch, seed=0)
     model.fit(data, steps_per_epoch=WARMUP_STEPS, epochs=1, shuffle=False, verbose=0)
-    started = time.perf_counter()
-    model.fit(data, steps_per_epoch=TIMED_STEPS, epochs=1, shuffle=False, verbose=0)
-    return TIMED_STEPS * batch * seq_length / (time.perf_counter() - started)
+    return best_rate(
+        lambda: model.fit(data, steps_per_epoch=TIMED_STEPS, epochs=1, shuffle=False, verbose=0),
+        TIMED_STEPS * batch * seq_length,
+    )
 
 
 def naive_generation(model: keras.Model, prompt: str, length: int) -> str:
