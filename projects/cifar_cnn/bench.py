@@ -2,11 +2,13 @@
 
     python -m projects.cifar_cnn.bench        # or: make bench-cifar
 
-Prints, at the batch size of a full-data run (256), on the real input pipeline (bundled
-images, augmentation included) and after a warm-up that excludes tracing:
+Prints, at the batch size of a full-data run (airbench 1024, the others 256), on the
+real input pipeline (bundled images, augmentation included), after a warm-up that
+excludes tracing and as the fastest of three timings:
 
-* images per second of training the default model (ResNet-9, width 32) and the
-  TensorFlow tutorial's CNN (Conv 32-64-64, Dense 64: ``--model simple``);
+* images per second of training the default model (airbench), ResNet-9 (width 32)
+  and the TensorFlow tutorial's CNN (Conv 32-64-64, Dense 64: ``--model simple``),
+  in float32 and, on CPUs with native bfloat16, in mixed bfloat16;
 * the arithmetic each achieves in GFLOP/s, counting a training step as 3x the
   forward pass's multiply-adds x 2 (forward, plus two backward products per
   layer), against a large float32 matrix product measured in the same run:
