@@ -11,7 +11,7 @@ PROJECT ?= xor_mlp
 WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu test lint xor-mlp stock-lstm stock-lstm-forecast shakespeare shakespeare-generate shakespeare-attention bench-shakespeare cifar-cnn cifar-cnn-predict bench-cifar multiworker bench-scaling tensorboard clean
+.PHONY: help install install-gpu test lint xor-mlp stock-lstm stock-lstm-forecast shakespeare shakespeare-generate shakespeare-attention shakespeare-compare bench-shakespeare cifar-cnn cifar-cnn-predict bench-cifar multiworker bench-scaling tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -52,6 +52,9 @@ shakespeare-generate: $(INSTALLED) ## Generate text with the latest Shakespeare 
 
 shakespeare-attention: $(INSTALLED) ## Attention heat maps of the latest (transformer) Shakespeare run; TEXT="ROMEO: But soft"
 	$(BIN)/python -m projects.shakespeare.attention --run-dir runs/shakespeare/latest $(if $(TEXT),--text "$(TEXT)") $(ARGS)
+
+shakespeare-compare: $(INSTALLED) ## Train SimpleRNN, LSTM, GRU and transformer for 10 and 20 minutes each (~2 h); one table
+	$(BIN)/python -m projects.shakespeare.compare $(ARGS)
 
 bench-shakespeare: $(INSTALLED) ## Print training and generation speed of the Shakespeare models
 	$(BIN)/python -m projects.shakespeare.bench

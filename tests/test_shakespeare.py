@@ -419,3 +419,23 @@ def test_precision_follows_the_family_measured_faster(trained_run, tmp_path):
     expected = "mixed_bfloat16" if cpu_supports_bfloat16() else "float32"
     assert attention["precision_policy"] == expected
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
+
+
+def test_compare_trains_each_budget_once_and_writes_one_table(tmp_path):
+    out = tmp_path / "compare"
+    args = ["--quick", "--minutes", "0.05", "--cells", "gru", "--out", str(out)]
+    first = run_module("projects.shakespeare.compare", *args)
+    assert first.returncode == 0, first.stderr
+    table = (out / "compare.md").read_text()
+    assert table == first.stdout
+    row = table.splitlines()[2].split("|")
+    assert row[1].strip() == "gru-0.05min" and row[3].strip() == "float32"
+    metrics = json.loads((out / "gru-0.05min" / "metrics.json").read_text())
+    assert float(row[8]) == pytest.approx(metrics["validation"]["nats_per_char"], abs=1e-4)
+    # Run again: the finished run is reused, not trained again.
+    again = run_module("projects.shakespeare.compare", *args)
+    assert again.returncode == 0 and "finished before, reused" in again.stderr
+    assert json.loads((out / "gru-0.05min" / "metrics.json").read_text()) == metrics
+    bad = run_module("projects.shakespeare.compare", "--minutes", "0", "--out", str(out))
+    assert bad.returncode == 2 and "--minutes must be positive" in bad.stderr
+    assert "Traceback" not in bad.stderr
