@@ -25,6 +25,8 @@ import keras
 import numpy as np
 from keras import layers
 
+from projects.cifar_cnn.parameters import explain_parameters
+
 log = logging.getLogger(__name__)
 
 
@@ -108,8 +110,13 @@ def _flatten_layers(model: keras.Model):
 
 
 def log_architecture(model: keras.Model) -> None:
-    """Log the layer table (output shapes, parameters) and the conv arithmetic."""
+    """Log the layer table (output shapes, parameters), the parameter formulas and the conv
+    arithmetic."""
     model.summary(print_fn=log.info, line_length=120, expand_nested=True)
+    log.info(
+        "Parameters, layer by layer: conv (F·F·C_in + 1)·C_out, dense (n_in + 1)·n_out:\n%s",
+        explain_parameters(model),
+    )
     log.info("Convolution arithmetic, output height O = floor((H + 2P - F) / S) + 1:")
     for window in window_layers(model):
         log.info(

@@ -1,0 +1,82 @@
+"""Where a network's parameters are, layer by layer, with the lecture's formulas.
+
+    conv layer:  (F·F·C_in + 1)·C_out   (F x F kernels over C_in channels, one bias each)
+    dense layer: (n_in + 1)·n_out
+
+e.g. 64 kernels of 7x7 over a grey image: (7·7·1 + 1)·64 = 3,200. Weight sharing is
+why a conv layer is cheap: the count does not depend on the image size. Layers
+without those shapes (batch norm, the input normalisation, airbench's whitening)
+are listed with the size of each of their weights, so the total always equals
+``model.count_params()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerParameters:
+    """One layer's parameter count and how it comes about."""
+
+    layer: str
+    formula: str
+    count: int
+
+
+def _size(weight) -> int:
+    return math.prod(int(dimension) for dimension in weight.shape)
+
+
+def _leaf_layers(model: keras.Model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def layer_parameters(layer: keras.layers.Layer) -> LayerParameters | None:
+    """The count of one layer, as a formula; None for layers without weights."""
+    if not layer.weights:
+        return None
+    if isinstance(layer, keras.layers.Conv2D) and layer.kernel is not None:
+        height, width, channels_in, channels_out = (int(d) for d in layer.kernel.shape)
+        bias = 1 if layer.use_bias else 0
+        formula = f"({height}·{width}·{channels_in}{' + 1' if bias else ''})·{channels_out}"
+        count = (height * width * channels_in + bias) * channels_out
+    elif isinstance(layer, keras.layers.Dense):
+        inputs, outputs = (int(d) for d in layer.kernel.shape)
+        bias = 1 if layer.use_bias else 0
+        formula = f"({inputs}{' + 1' if bias else ''})·{outputs}"
+        count = (inputs + bias) * outputs
+    elif isinstance(layer, keras.layers.BatchNormalization):
+        channels = int(layer.moving_mean.shape[-1])
+        names = (["γ"] if layer.scale else []) + (["β"] if layer.center else [])
+        names += ["running mean", "running variance"]
+        formula = f"{len(names)}·{channels} ({', '.join(names)})"
+        count = len(names) * channels
+    else:
+        parts = [f"{weight.name} {_size(weight)}" for weight in layer.weights]
+        formula = " + ".join(parts)
+        count = sum(_size(weight) for weight in layer.weights)
+    return LayerParameters(layer.name, formula, count)
+
+
+def parameter_table(model: keras.Model) -> list[LayerParameters]:
+    """Every layer with weights (nested models expanded), in order."""
+    rows = [layer_parameters(layer) for layer in _leaf_layers(model)]
+    return [row for row in rows if row is not None]
+
+
+def explain_parameters(model: keras.Model) -> str:
+    """The table as text, ending with the total (which equals ``model.count_params()``)."""
+    rows = parameter_table(model)
+    width = max([len(row.layer) for row in rows] + [5])
+    lines = [f"{'layer':<{width}}  {'parameters':>10}  formula"]
+    lines += [f"{row.layer:<{width}}  {row.count:>10,}  {row.formula}" for row in rows]
+    lines.append(f"{'total':<{width}}  {sum(row.count for row in rows):>10,}")
+    return "\n".join(lines)
