@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from projects.cifar_cnn import airbench
+from projects.cifar_cnn.config import MODELS
 from projects.cifar_cnn.model import build_classifier
 from projects.cifar_cnn.parameters import explain_parameters, parameter_table
 
@@ -40,7 +41,7 @@ def airbench_model():
     return airbench.build_airbench(10, 32, MEAN, VARIANCE, whitening)
 
 
-@pytest.mark.parametrize("architecture", ["airbench", "simple", "vgg", "resnet"])
+@pytest.mark.parametrize("architecture", MODELS)
 def test_the_table_adds_up_to_keras_count_for_every_architecture(architecture):
     if architecture == "airbench":
         model = airbench_model()

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from shared.config import KEEP_CHOICES, TrainConfig, option
 
-MODELS = ("airbench", "simple", "vgg", "resnet")
+MODELS = ("airbench", "simple", "vgg", "resnet", "lenet5", "alexnet", "inception", "densenet")
 # Epochs when --epochs is 0: each architecture's own recipe.
-DEFAULT_EPOCHS = {"airbench": 10, "simple": 18, "vgg": 18, "resnet": 18}
+DEFAULT_EPOCHS = {"airbench": 10, **{model: 18 for model in MODELS if model != "airbench"}}
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,9 @@ class CifarConfig(TrainConfig):
     model: str = option(
         "airbench",
         "Architecture: airbench (the airbench94 recipe: whitened input, its own optimizer "
-        "settings), simple (conv-pool stack), vgg (3x3 blocks) or resnet (residual).",
+        "settings), simple (conv-pool stack), vgg (3x3 blocks), resnet (residual), or the "
+        "lecture's history: lenet5, alexnet, inception (GoogLeNet modules), densenet "
+        "(DenseNet-BC).",
         choices=MODELS,
     )
     minutes: float = option(

@@ -172,9 +172,9 @@ def augmentation(translate: float, flip: bool, seed: int) -> keras.Sequential:
 # ---------------------------------------------------------------------------
 
 
-def _conv_bn_relu(x, filters: int, name: str):
+def _conv_bn_relu(x, filters: int, name: str, kernel: int = 3):
     # No bias: the batch norm's beta does its job.
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.Conv2D(filters, kernel, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
@@ -218,7 +218,117 @@ def _resnet(x, width: int):
     return layers.GlobalMaxPooling2D(name="global_pool")(x)
 
 
-ARCHITECTURES = {"simple": _simple, "vgg": _vgg, "resnet": _resnet}
+def _scaled(count: int, width: int) -> int:
+    """``count`` (a paper's layer size at width 32) scaled to ``width``, at least 1."""
+    return max(1, round(count * width / 32))
+
+
+def _lenet5(x, width: int):
+    # LeCun et al. 1998: C1 6@5x5 -> S2 pool -> C3 16@5x5 -> S4 pool -> C5 120 -> F6 84,
+    # tanh and average pooling, "valid" convolutions: 32 -> 28 -> 14 -> 10 -> 5.
+    x = layers.Conv2D(_scaled(6, width), 5, activation="tanh", name="c1_conv")(x)
+    x = layers.AveragePooling2D(2, name="s2_pool")(x)
+    x = layers.Conv2D(_scaled(16, width), 5, activation="tanh", name="c3_conv")(x)
+    x = layers.AveragePooling2D(2, name="s4_pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(_scaled(120, width), activation="tanh", name="c5_dense")(x)
+    return layers.Dense(_scaled(84, width), activation="tanh", name="f6_dense")(x)
+
+
+def _alexnet(x, width: int):
+    # Krizhevsky et al. 2012 scaled to 32x32: five convolutions (the first 5x5 stride 1
+    # instead of 11x11 stride 4), ReLU, overlapping 3x3 max pooling with stride 2,
+    # then three dense layers (the last is the classifier) with dropout 0.5.
+    for name, filters, kernel in (("conv1", 64, 5), ("conv2", 192, 5)):
+        x = layers.Conv2D(_scaled(filters, width), kernel, padding="same", name=name)(x)
+        x = layers.ReLU(name=f"{name}_relu")(x)
+        x = layers.MaxPooling2D(3, strides=2, name=f"{name}_pool")(x)  # overlapping
+    for name, filters in (("conv3", 384), ("conv4", 256), ("conv5", 256)):
+        x = layers.Conv2D(_scaled(filters, width), 3, padding="same", name=name)(x)
+        x = layers.ReLU(name=f"{name}_relu")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="conv5_pool")(x)
+    x = layers.Flatten(name="flatten")(x)
+    for index in (6, 7):
+        x = layers.Dropout(0.5, name=f"dropout{index}")(x)
+        x = layers.Dense(_scaled(1024, width), activation="relu", name=f"fc{index}")(x)
+    return x
+
+
+def _inception_module(x, name: str, sizes: tuple[int, ...], width: int):
+    # Four parallel branches over the same input, concatenated along the channels:
+    # 1x1 | 1x1 reduce -> 3x3 | 1x1 reduce -> 5x5 | 3x3 max pool -> 1x1 projection.
+    b1, r3, b3, r5, b5, pool = (_scaled(size, width) for size in sizes)
+    one = _conv_bn_relu(x, b1, f"{name}_1x1", kernel=1)
+    three = _conv_bn_relu(_conv_bn_relu(x, r3, f"{name}_3x3_reduce", 1), b3, f"{name}_3x3")
+    five = _conv_bn_relu(_conv_bn_relu(x, r5, f"{name}_5x5_reduce", 1), b5, f"{name}_5x5", 5)
+    pooled = layers.MaxPooling2D(3, strides=1, padding="same", name=f"{name}_pool")(x)
+    pooled = _conv_bn_relu(pooled, pool, f"{name}_pool_proj", kernel=1)
+    return layers.Concatenate(name=f"{name}_concat")([one, three, five, pooled])
+
+
+# GoogLeNet's branch sizes (Szegedy et al. 2014, table 1) at half width for width 32:
+# 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection.
+INCEPTION_MODULES = (
+    ("inception3a", (32, 48, 64, 8, 16, 16)),
+    ("inception3b", (64, 64, 96, 16, 48, 32)),
+    "pool",
+    ("inception4a", (96, 48, 104, 8, 24, 32)),
+    ("inception4b", (80, 56, 112, 12, 32, 32)),
+    "pool",
+    ("inception5a", (128, 80, 160, 16, 64, 64)),
+)
+
+
+def _inception(x, width: int):
+    x = _conv_bn_relu(x, _scaled(64, width), "stem")
+    pools = 0
+    for module in INCEPTION_MODULES:
+        if module == "pool":
+            pools += 1
+            x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"pool{pools}")(x)
+        else:
+            x = _inception_module(x, *module, width)
+    x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    return layers.Dropout(0.4, name="dropout")(x)
+
+
+def _densenet(x, width: int, layers_per_block: int = 6, compression: float = 0.5):
+    # Huang et al. 2017 (DenseNet-BC): inside a dense block every layer sees the
+    # concatenation of all earlier feature maps and adds `growth` new ones
+    # (BN-ReLU-1x1 conv to 4*growth, the bottleneck, then BN-ReLU-3x3 conv to growth);
+    # transitions halve the channels (compression) and the resolution.
+    growth = _scaled(12, width)
+    x = layers.Conv2D(2 * growth, 3, padding="same", use_bias=False, name="stem_conv")(x)
+    for block in (1, 2, 3):
+        for index in range(1, layers_per_block + 1):
+            name = f"dense{block}_{index}"
+            y = layers.BatchNormalization(name=f"{name}_bn1")(x)
+            y = layers.ReLU(name=f"{name}_relu1")(y)
+            y = layers.Conv2D(4 * growth, 1, use_bias=False, name=f"{name}_bottleneck_conv")(y)
+            y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+            y = layers.ReLU(name=f"{name}_relu2")(y)
+            y = layers.Conv2D(growth, 3, padding="same", use_bias=False, name=f"{name}_conv")(y)
+            x = layers.Concatenate(name=f"{name}_concat")([x, y])
+        if block < 3:
+            channels = int(int(x.shape[-1]) * compression)
+            x = layers.BatchNormalization(name=f"transition{block}_bn")(x)
+            x = layers.ReLU(name=f"transition{block}_relu")(x)
+            x = layers.Conv2D(channels, 1, use_bias=False, name=f"transition{block}_conv")(x)
+            x = layers.AveragePooling2D(2, name=f"transition{block}_pool")(x)
+    x = layers.BatchNormalization(name="final_bn")(x)
+    x = layers.ReLU(name="final_relu")(x)
+    return layers.GlobalAveragePooling2D(name="global_pool")(x)
+
+
+ARCHITECTURES = {
+    "simple": _simple,
+    "vgg": _vgg,
+    "resnet": _resnet,
+    "lenet5": _lenet5,
+    "alexnet": _alexnet,
+    "inception": _inception,
+    "densenet": _densenet,
+}
 
 
 def build_classifier(
@@ -232,10 +342,12 @@ def build_classifier(
     """``uint8`` images -> class probabilities.
 
     Args:
-        architecture: ``simple``, ``vgg`` or ``resnet``.
+        architecture: A key of `ARCHITECTURES`: ``simple``, ``vgg``, ``resnet``,
+            ``lenet5``, ``alexnet``, ``inception`` or ``densenet``.
         num_classes: Output classes.
         image_size: Input side in pixels.
-        width: Filters of the first stage (``simple``: 32 is the tutorial's).
+        width: Filters of the first stage (``simple``: 32 is the tutorial's); the
+            lecture's architectures scale their papers' layer sizes by width / 32.
         pixel_mean: Per-channel mean of the training pixels (0-255 scale).
         pixel_variance: Their per-channel variance.
 
