@@ -2,7 +2,7 @@
 
     python -m projects.cifar_cnn.train                      # or: make cifar-cnn
     python -m projects.cifar_cnn.train --data-dir DIR       # DIR/train/<class>/*.png|jpg
-    python -m projects.cifar_cnn.train --model resnet       # airbench | simple | vgg | resnet
+    python -m projects.cifar_cnn.train --model resnet       # or lenet5, alexnet, inception, ...
     python -m projects.cifar_cnn.train --minutes 10         # epochs that fit in 10 minutes
     python -m projects.cifar_cnn.train --quick              # seconds, for smoke tests
 
