@@ -9,7 +9,7 @@ import pytest
 from projects.cifar_cnn import airbench
 from projects.cifar_cnn.config import MODELS
 from projects.cifar_cnn.model import build_classifier
-from projects.cifar_cnn.parameters import explain_parameters, parameter_table
+from projects.cifar_cnn.parameters import explain_parameters, leaf_layers, parameter_table
 
 MEAN, VARIANCE = np.array([125.0, 123.0, 114.0]), np.array([3900.0, 3800.0, 4400.0])
 
@@ -51,16 +51,8 @@ def test_the_table_adds_up_to_keras_count_for_every_architecture(architecture):
     assert sum(row.count for row in rows) == model.count_params()
     text = explain_parameters(model)
     assert text.splitlines()[-1].split()[-1] == f"{model.count_params():,}"
-    layers = dict(leaf_layers(model))
+    layers = {layer.name: layer for layer in leaf_layers(model)}
     for row in rows:  # each layer's formula gives that layer's own count
         assert row.count == layers[row.layer].count_params(), row
     convolutions = [row for row in rows if isinstance(layers[row.layer], keras.layers.Conv2D)]
     assert convolutions and all(row.formula.startswith("(") for row in convolutions)
-
-
-def leaf_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from leaf_layers(layer)
-        else:
-            yield layer.name, layer

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from projects.cifar_cnn.parameters import explain_parameters
+from projects.cifar_cnn.parameters import explain_parameters, leaf_layers
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class WindowLayer:
 def window_layers(model: keras.Model) -> list[WindowLayer]:
     """Apply the formula to every Conv2D and pooling layer of ``model`` (nested ones too)."""
     found = []
-    for layer in _flatten_layers(model):
+    for layer in leaf_layers(model):
         if isinstance(layer, layers.Conv2D):
             kernel, stride = layer.kernel_size[0], layer.strides[0]
         elif isinstance(layer, layers.MaxPooling2D | layers.AveragePooling2D):
@@ -99,14 +99,6 @@ def window_layers(model: keras.Model) -> list[WindowLayer]:
             output_height = (input_hw[0] + sum(padding) - kernel) // stride + 1
         found.append(WindowLayer(layer.name, input_hw, kernel, stride, padding, output_height))
     return found
-
-
-def _flatten_layers(model: keras.Model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _flatten_layers(layer)
-        else:
-            yield layer
 
 
 def log_architecture(model: keras.Model) -> None:

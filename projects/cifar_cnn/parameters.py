@@ -31,10 +31,11 @@ def _size(weight) -> int:
     return math.prod(int(dimension) for dimension in weight.shape)
 
 
-def _leaf_layers(model: keras.Model):
+def leaf_layers(model: keras.Model):
+    """Every layer of ``model``, nested models replaced by their own layers, in order."""
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
+            yield from leaf_layers(layer)
         else:
             yield layer
 
@@ -68,7 +69,7 @@ def layer_parameters(layer: keras.layers.Layer) -> LayerParameters | None:
 
 def parameter_table(model: keras.Model) -> list[LayerParameters]:
     """Every layer with weights (nested models expanded), in order."""
-    rows = [layer_parameters(layer) for layer in _leaf_layers(model)]
+    rows = [layer_parameters(layer) for layer in leaf_layers(model)]
     return [row for row in rows if row is not None]
 
 
