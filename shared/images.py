@@ -226,6 +226,44 @@ def load_image_folder(data_dir: str | os.PathLike, image_size: int):
     return _read_split(train_folders, class_names, image_size), test, class_names
 
 
+def load_labelled_folder(
+    folder: str | os.PathLike, image_size: int, class_names: tuple[str, ...] | list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read ``FOLDER/<class>/*`` labelled with the indices of a model's ``class_names``.
+
+    The folder may hold any subset of the classes (a folder of cats only is fine).
+
+    Returns:
+        ``(images, labels)``: ``uint8`` images and ``int32`` indices into ``class_names``.
+
+    Raises:
+        ImageDataError: The folder is missing or malformed, holds a class the model
+            does not know (the message lists both sets), or an unreadable file.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise ImageDataError(f"{root} does not exist or is not a folder.")
+    folders = _class_folders(root)
+    unknown = sorted(set(folders) - set(class_names))
+    if unknown:
+        hint = (
+            f" It looks like a --data-dir of training; pass {root / 'test'} (or another "
+            "folder of class folders) instead."
+            if {"train", "test"} & set(unknown)
+            else ""
+        )
+        raise ImageDataError(
+            f"{root} has class folders the model does not know: {', '.join(unknown)}. "
+            f"The model's classes: {', '.join(class_names)}.{hint}"
+        )
+    images, labels = [], []
+    for name in folders:
+        for path in folders[name]:
+            images.append(read_image_file(path, image_size))
+            labels.append(list(class_names).index(name))
+    return np.stack(images), np.asarray(labels, dtype=np.int32)
+
+
 def load_bundled_sample(image_size: int, path: Path = BUNDLED_SAMPLE):
     """Decode the bundled CIFAR-10 sample (``train/<class>/<n>.jpg`` inside a tar.gz)."""
     index = {name: label for label, name in enumerate(CIFAR10_CLASSES)}

@@ -9,8 +9,10 @@ over the target, so the target is always either the old or the new model.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import os
+import re
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -207,7 +209,21 @@ def load_model(path: str | os.PathLike, compile: bool = True) -> keras.Model:  #
         The loaded model.
     """
     path = check_model_file(path)
+    _import_layer_modules(path)
     try:
         return keras.saving.load_model(path, compile=compile)
     except Exception as error:  # Keras raises many types; all mean "cannot load".
         raise ModelFileError(f"Could not load the model in {path}: {error}") from error
+
+
+# Custom layers of this repository are found by Keras only once their module is imported
+# (the import runs their @register_keras_serializable). The model file names each module.
+_OWN_MODULE = re.compile(r'"module": "((?:projects|shared)(?:\.\w+)+)"')
+
+
+def _import_layer_modules(path: Path) -> None:
+    """Import this repository's modules that define layers used in the ``.keras`` file."""
+    with zipfile.ZipFile(path) as archive:
+        config = archive.read("config.json").decode("utf-8", errors="replace")
+    for module in sorted(set(_OWN_MODULE.findall(config))):
+        importlib.import_module(module)

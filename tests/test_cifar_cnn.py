@@ -28,8 +28,10 @@ from projects.cifar_cnn.train import (
     learning_rate_schedule,
 )
 from projects.cifar_cnn.train import main as train_cifar
+from shared.errors import UserError
 from shared.images import BUNDLED_SAMPLE, CIFAR10_CLASSES, load_bundled_sample
 from shared.precision import cpu_supports_bfloat16, precision_policy
+from shared.runs import load_run
 from tests.helpers import REPO_ROOT, history_epochs, kill_after_first_epoch, run_module
 
 # (H, W), filter, stride, padding -> (OH, OW): the CNN lecture's five exercises.
@@ -207,8 +209,10 @@ def test_saved_model_takes_raw_uint8_and_predicts_the_same_after_reload_in_a_fre
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_predict_cli_classifies_images_and_reports_a_non_image(quick_runs, tmp_path):
-    run_dir, _ = quick_runs["resnet"]
+# airbench: its saved model holds custom layers, which a fresh process must find by itself.
+@pytest.mark.parametrize("architecture", ["airbench", "resnet"])
+def test_predict_cli_classifies_images_and_reports_a_non_image(quick_runs, tmp_path, architecture):
+    run_dir, _ = quick_runs[architecture]
     with tarfile.open(BUNDLED_SAMPLE) as archive:
         member = next(m for m in archive.getmembers() if m.name.startswith("train/ship/"))
         (tmp_path / "ship.jpg").write_bytes(archive.extractfile(member).read())
@@ -330,10 +334,170 @@ def test_a_time_budget_sets_the_epochs_from_a_timed_epoch(tmp_path, caplog):
     assert len(history_epochs(tmp_path / "run" / "history.csv")) == chosen
 
 
-def test_evaluate_rescores_an_airbench_run_with_each_number_of_views(quick_runs):
-    from projects.cifar_cnn.evaluate import accuracy_by_views
+def test_evaluate_rescores_an_airbench_run_with_each_number_of_views(quick_runs, tmp_path):
+    from projects.cifar_cnn.evaluate import evaluate
 
     run_dir, metrics = quick_runs["airbench"]
-    results = accuracy_by_views(str(run_dir))
-    assert set(results) == {1, 2, 6}
-    assert results[6] == pytest.approx(metrics["accuracy"])  # the saved model uses 6 views
+    scored = evaluate(str(run_dir), out=str(tmp_path))
+    views = scored["accuracy_by_test_time_views"]
+    assert set(views) == {1, 2, 6}
+    assert views[6] == pytest.approx(metrics["accuracy"])  # the saved model uses 6 views
+    assert scored["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert scored["images"] == metrics["held_out_images"]
+
+
+def _sample_folder(root, classes, per_class):
+    """``root/<class>/<n>.png`` of bundled-sample images of the given classes."""
+    images, labels = load_bundled_sample(32)
+    for name in classes:
+        chosen = np.flatnonzero(labels == CIFAR10_CLASSES.index(name))[:per_class]
+        (root / name).mkdir(parents=True)
+        for index in chosen:
+            Image.fromarray(images[index]).save(root / name / f"{index}.png")
+    return root
+
+
+@pytest.mark.parametrize("architecture", ["airbench", "densenet"])
+def test_inspect_cli_writes_kernels_feature_maps_and_grad_cam(quick_runs, tmp_path, architecture):
+    run_dir, _ = quick_runs[architecture]
+    folder = _sample_folder(tmp_path / "images", ["cat"], 1)
+    image = next((folder / "cat").iterdir())
+    out = tmp_path / "out"
+    args = ["--run-dir", str(run_dir), "--class", "dog", "--out", str(out), str(image)]
+    result = run_module("projects.cifar_cnn.inspect", *args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines())
+    assert printed["kernels"] == str(out / "kernels.png")
+    assert sum(what.startswith("features ") for what in printed) == 2  # early and late
+    assert "grad-cam dog" in printed and sum(w.startswith("grad-cam ") for w in printed) >= 1
+    for path in printed.values():
+        assert Image.open(path).format == "PNG"
+    assert "Traceback" not in result.stderr
+
+    bad_layer = run_module(
+        "projects.cifar_cnn.inspect", "--run-dir", str(run_dir), "--layer", "nope", str(image)
+    )
+    assert bad_layer.returncode == 2
+    assert "--layer 'nope' is not a feature-map layer" in bad_layer.stderr
+    assert "valid names:" in bad_layer.stderr and "Traceback" not in bad_layer.stderr
+    (tmp_path / "notes.txt").write_text("not an image")
+    not_image = run_module(
+        "projects.cifar_cnn.inspect", "--run-dir", str(run_dir), str(tmp_path / "notes.txt")
+    )
+    assert not_image.returncode == 2
+    assert f"cannot read {tmp_path / 'notes.txt'}: it is not an image file" in not_image.stderr
+
+
+def test_grad_cam_finds_the_region_that_raises_the_class_score():
+    from projects.cifar_cnn.inspect import grad_cam
+
+    # Class 0's logit is the mean of the red channel, class 1's its negative: Grad-CAM
+    # of class 0 must light up exactly where the image is red, and class 1 nowhere.
+    images = keras.Input((32, 32, 3), dtype="uint8")
+    x = keras.layers.Identity(dtype="float32")(images)
+    features = keras.layers.Conv2D(1, 1, use_bias=False, name="red")(x)
+    pooled = keras.layers.GlobalAveragePooling2D()(features)
+    logits = keras.layers.Dense(2, use_bias=False)(pooled)
+    network = keras.Model(images, logits)
+    network.get_layer("red").set_weights([np.array([1.0, 0.0, 0.0]).reshape(1, 1, 3, 1)])
+    network.layers[-1].set_weights([np.array([[1.0, -1.0]])])
+    image = np.zeros((32, 32, 3), np.uint8)
+    image[4:12, 20:28, 0] = 200
+    heat = grad_cam(network, network.get_layer("red"), image, 0)
+    assert heat.shape == (32, 32) and heat.min() >= 0
+    assert heat[4:12, 20:28].min() == pytest.approx(1.0) and heat.max() == pytest.approx(1.0)
+    assert heat[20:, :10].max() == 0
+    assert not grad_cam(network, network.get_layer("red"), image, 1).any()
+
+
+def test_grad_cam_of_a_trained_run_has_the_image_shape(quick_runs):
+    from projects.cifar_cnn.inspect import grad_cam, logits_network, spatial_layers
+
+    run_dir, _ = quick_runs["resnet"]
+    network = logits_network(load_run(run_dir).model)
+    images, _ = load_bundled_sample(32)
+    heat = grad_cam(network, spatial_layers(network)[-1], images[0], 3)
+    assert heat.shape == (32, 32) and heat.min() >= 0 and heat.max() <= 1
+
+
+def test_evaluate_scores_a_labelled_folder_and_names_unknown_classes(quick_runs, tmp_path):
+    run_dir, _ = quick_runs["vgg"]
+    folder = _sample_folder(tmp_path / "mine", ["cat", "ship"], 5)
+    out = tmp_path / "out"
+    args = ["--run-dir", str(run_dir), "--data-dir", str(folder), "--out", str(out)]
+    result = run_module("projects.cifar_cnn.evaluate", *args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    scored = json.loads((out / "evaluation.json").read_text())
+    confusion = np.asarray(scored["confusion_matrix"])
+    assert confusion.sum(axis=1)[CIFAR10_CLASSES.index("cat")] == 5
+    assert confusion.sum(axis=1)[CIFAR10_CLASSES.index("ship")] == 5 and confusion.sum() == 10
+    assert f"accuracy {scored['accuracy']:.4f} on 10 images" in result.stdout
+    for plot in ("confusion_matrix.png", "examples.png"):
+        assert Image.open(out / plot).format == "PNG"
+
+    (folder / "wolf").mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(folder / "wolf" / "0.png")
+    bad = run_module(
+        "projects.cifar_cnn.evaluate", "--run-dir", str(run_dir), "--data-dir", str(folder)
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "class folders the model does not know: wolf" in bad.stderr
+    assert "The model's classes: airplane, automobile" in bad.stderr
+
+
+def test_init_from_copies_every_layer_but_a_head_for_other_classes(quick_runs, tmp_path):
+    from projects.cifar_cnn.model import initialize_from, trained_network
+
+    run_dir, _ = quick_runs["airbench"]
+    source = trained_network(load_run(run_dir).model)
+    images, _ = load_bundled_sample(32)
+    mean, variance = np.full(3, 120.0), np.full(3, 3000.0)
+    whitening = airbench.patch_whitening_filters(images[:500], mean, variance)
+    fresh = airbench.build_airbench(3, 32, mean, variance, whitening, width=8)
+    note = initialize_from(fresh, str(run_dir), ("cat", "dog", "ship"))
+    assert "classifier head 'dense'" in note and "this data has 3 (cat, dog, ship)" in note
+    for layer, trained in zip(fresh.layers, source.layers, strict=True):
+        theirs = trained.get_weights()
+        if layer.name == "dense":
+            assert layer.get_weights()[0].shape == (theirs[0].shape[0], 3)
+        else:
+            for mine, original in zip(layer.get_weights(), theirs, strict=True):
+                np.testing.assert_array_equal(mine, original)
+
+    folder = _sample_folder(tmp_path / "data" / "train", ["cat", "dog", "ship"], 40)
+    metrics = train_cifar(
+        CifarConfig(
+            data_dir=str(folder.parent),
+            init_from=str(run_dir),
+            run_dir=str(tmp_path / "tuned"),
+            **{**CifarConfig.QUICK, "max_train_images": 0, "batch_size": 32},
+        )
+    )
+    assert metrics["class_names"] == ["cat", "dog", "ship"]
+    assert "its classifier head 'dense'" in (tmp_path / "tuned" / "train.log").read_text()
+    with pytest.raises(UserError, match="train with --model airbench --width 8"):
+        initialize_from(build_classifier("resnet", 10, 32, 8, mean, variance), str(run_dir), ())
+
+
+def test_tour_trains_each_model_once_and_writes_a_table_and_a_plot(tmp_path):
+    out = tmp_path / "tour"
+    args = ["--quick", "--models", "lenet5", "simple", "--out", str(out)]
+    first = run_module("projects.cifar_cnn.tour", *args)
+    assert first.returncode == 0, first.stderr[-2000:]
+    table = (out / "tour.md").read_text()
+    assert [line.split(" | ")[0] for line in table.splitlines()[2:4]] == ["| lenet5", "| simple"]
+    assert "a validation split: 400 of the 4000 training images" in table
+    assert Image.open(out / "tour.png").format == "PNG"
+    again = run_module("projects.cifar_cnn.tour", *args)
+    assert again.returncode == 0 and again.stderr.count("finished before, reused") == 2
+    assert again.stdout == first.stdout
+
+
+def test_forward_flops_count_two_operations_per_weight_and_position():
+    from projects.cifar_cnn.parameters import forward_flops
+
+    images = keras.Input((32, 32, 3))
+    x = keras.layers.Conv2D(16, 5, name="conv")(images)  # 28 x 28 positions
+    outputs = keras.layers.Dense(10)(keras.layers.Flatten()(x))
+    model = keras.Model(images, outputs)
+    assert forward_flops(model) == 2 * 28 * 28 * 5 * 5 * 3 * 16 + 2 * 28 * 28 * 16 * 10

@@ -181,7 +181,7 @@ def test_presets_set_defaults_for_the_chosen_value_only():
 def test_transformer_width_must_divide_into_heads(capsys):
     with pytest.raises(ConfigError, match="--embedding-dim 100 must be divisible by --heads 8"):
         ShakespeareConfig.create(cell="transformer", embedding_dim=100, heads=8)
-    assert ShakespeareConfig.create(cell="transformer").embedding_dim == 256
+    assert ShakespeareConfig.create(cell="transformer").embedding_dim == 128
 
 
 def test_validation_windows_follow_nanogpt_unless_the_transformer_reads_less():

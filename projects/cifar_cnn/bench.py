@@ -30,7 +30,6 @@ import logging
 
 import keras
 import tensorflow as tf
-from keras import layers
 
 from projects.cifar_cnn import airbench
 from projects.cifar_cnn.config import CifarConfig
@@ -41,6 +40,7 @@ from projects.cifar_cnn.model import (
     channel_statistics,
     compile_classifier,
 )
+from projects.cifar_cnn.parameters import forward_flops
 from projects.cifar_cnn.train import (
     AIRBENCH_MIN_STEPS,
     choose_batch_size,
@@ -55,19 +55,6 @@ log = logging.getLogger("cifar_cnn")
 WARMUP_STEPS = 3
 # Time the batch size a run on CIFAR-10's 45,000 training images uses, not the sample's.
 FULL_TRAINING_IMAGES = 45_000
-
-
-def forward_flops(model: keras.Model) -> int:
-    """Floating-point operations of one image's forward pass (conv and dense layers)."""
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, layers.Conv2D):
-            kernel_h, kernel_w, channels_in, channels_out = layer.kernel.shape
-            _, out_h, out_w, _ = layer.output.shape
-            total += 2 * out_h * out_w * kernel_h * kernel_w * channels_in * channels_out
-        elif isinstance(layer, layers.Dense):
-            total += 2 * layer.kernel.shape[0] * layer.kernel.shape[1]
-    return int(total)
 
 
 def training_throughput(model: keras.Model, data: tf.data.Dataset, steps: int, batch: int):

@@ -65,6 +65,11 @@ class CifarConfig(TrainConfig):
         "this machine, from a timed run of a few steps before training (0: off).",
         minimum=0.0,
     )
+    init_from: str = option(
+        "",
+        "Start from the weights of this finished run (same --model and --width): "
+        "fine-tuning. The classifier head starts afresh when the classes differ.",
+    )
     whiten: bool = option(
         True, "airbench: frozen patch-whitening first layer (else a learned 2x2 conv)."
     )

@@ -26,6 +26,8 @@ import numpy as np
 from keras import layers
 
 from projects.cifar_cnn.parameters import explain_parameters, leaf_layers
+from shared.errors import UserError
+from shared.runs import load_run
 
 log = logging.getLogger(__name__)
 
@@ -378,3 +380,70 @@ def compile_classifier(
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
     return model
+
+
+# ---------------------------------------------------------------------------
+# Starting from a trained run (--init-from)
+# ---------------------------------------------------------------------------
+
+# The layer that maps features to classes: replaced when the classes differ.
+CLASSIFIER_HEADS = {"cifar_airbench": "dense"}
+DEFAULT_HEAD = "probabilities"
+
+
+def trained_network(saved_model: keras.Model) -> keras.Model:
+    """The network a run trained: airbench's saved model wraps it in test-time views."""
+    nested = [layer for layer in saved_model.layers if isinstance(layer, keras.Model)]
+    return nested[0] if len(nested) == 1 else saved_model
+
+
+def initialize_from(model: keras.Model, run_dir: str, class_names: tuple[str, ...]) -> str:
+    """Copy a finished CIFAR run's weights into ``model``; returns a sentence for the log.
+
+    Every layer takes the run's weights, except the classifier head when the run's
+    classes differ from ``class_names``: that one keeps its fresh random weights.
+
+    Raises:
+        UserError: The run is not a finished CIFAR run, or trained another
+            architecture or width than ``model``.
+    """
+    source = load_run(run_dir)
+    project = source.config.get("project")
+    if project != "cifar_cnn":
+        raise UserError(f"--init-from {run_dir} is a {project} run; it needs a cifar_cnn run.")
+    network = trained_network(source.model)
+    settings = f"--model {source.config.get('model')} --width {source.config.get('width')}"
+    if network.name != model.name:
+        raise UserError(
+            f"--init-from {run_dir} trained {source.config.get('model')!r}, not this "
+            f"architecture; train with {settings} to start from it."
+        )
+    source_classes = tuple(source.metrics["class_names"])
+    head = CLASSIFIER_HEADS.get(model.name, DEFAULT_HEAD)
+    replace_head = source_classes != tuple(class_names)
+    # The same builder makes the same layers in the same order (names of unnamed layers
+    # may differ between processes, so layers are paired by position).
+    kinds = [type(layer).__name__ for layer in model.layers]
+    if kinds != [type(layer).__name__ for layer in network.layers]:
+        raise UserError(
+            f"--init-from {run_dir}: its network has other layers than this one; train "
+            f"with {settings} to start from it."
+        )
+    for layer, trained in zip(model.layers, network.layers, strict=True):
+        if not layer.weights or (replace_head and layer.name == head):
+            continue
+        weights = trained.get_weights()
+        if [w.shape for w in weights] != [tuple(v.shape) for v in layer.weights]:
+            raise UserError(
+                f"--init-from {run_dir}: layer {layer.name} has other sizes there; train "
+                f"with {settings} to start from it."
+            )
+        layer.set_weights(weights)
+    if not replace_head:
+        return f"Started from the weights of {run_dir} (all layers, the same classes)"
+    return (
+        f"Started from the weights of {run_dir}, except its classifier head {head!r}: the "
+        f"run knew {len(source_classes)} classes ({', '.join(source_classes)}), this data "
+        f"has {len(class_names)} ({', '.join(class_names)}), so the head starts from "
+        "random weights"
+    )

@@ -81,3 +81,25 @@ def explain_parameters(model: keras.Model) -> str:
     lines += [f"{row.layer:<{width}}  {row.count:>10,}  {row.formula}" for row in rows]
     lines.append(f"{'total':<{width}}  {sum(row.count for row in rows):>10,}")
     return "\n".join(lines)
+
+
+def forward_flops(model: keras.Model) -> int:
+    """Floating-point operations of one image's forward pass through its weight layers.
+
+    A layer with a 4-D kernel (convolutions, airbench's whitening) costs
+    ``2·F·F·C_in·C_out`` per output position (a multiply and an add per weight);
+    a dense layer ``2·n_in·n_out``. Pooling, batch norm and activations are not
+    counted: they are a few operations per value, not per weight.
+    """
+    total = 0
+    for layer in leaf_layers(model):
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None:
+            continue
+        weights = _size(kernel)
+        if len(kernel.shape) == 4:
+            _, out_h, out_w, _ = layer.output.shape
+            total += 2 * out_h * out_w * weights
+        elif len(kernel.shape) == 2:
+            total += 2 * weights
+    return int(total)

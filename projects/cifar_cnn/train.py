@@ -43,6 +43,7 @@ from projects.cifar_cnn.model import (
     build_classifier,
     channel_statistics,
     compile_classifier,
+    initialize_from,
     log_architecture,
 )
 from shared.budget import budgeted_epochs, time_one_epoch
@@ -242,6 +243,8 @@ def main(config: CifarConfig) -> dict:
                 config.model, num_classes, config.image_size, config.width, mean, variance
             )
             saved_model = model
+        if config.init_from and not run.resumed:
+            log.info("%s", initialize_from(model, config.init_from, data.class_names))
         compile_for(epochs)
     log_architecture(model)
 

@@ -55,10 +55,8 @@ if __name__ == "__main__":
     # Answer --help and usage errors at once, before TensorFlow loads (seconds).
     parse_args_before_tensorflow(build_parser())
 
-import csv
 import logging
 import math
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -69,14 +67,14 @@ from projects.shakespeare.model import core_of
 from shared.cli import exit_on_user_error, setup_logging
 from shared.errors import UserError
 from shared.runs import load_run
-from shared.saving import atomic_path
+from shared.sweep import examples_trained, finished_or_train, read_history, write_text
 
 log = logging.getLogger("shakespeare")
 GENERATED = 300
 
 
 class ComparisonError(UserError):
-    """A run of the comparison failed or its settings are unusable."""
+    """The comparison's settings are unusable."""
 
 
 def run_name(cell: str, minutes: float) -> str:
@@ -86,39 +84,15 @@ def run_name(cell: str, minutes: float) -> str:
 
 def train(cell: str, minutes: float, run_dir: Path, quick: bool) -> None:
     """Train one model for ``minutes`` in a fresh process, unless it already finished."""
-    if (run_dir / "metrics.json").exists():
-        log.info("%s: finished before, reused", run_dir)
-        return
-    command = [
-        sys.executable,
-        "-m",
-        "projects.shakespeare.train",
-        "--cell",
-        cell,
-        "--minutes",
-        f"{minutes:g}",
-        "--run-dir",
-        str(run_dir),
-    ] + (["--quick"] if quick else [])
-    log.info("%s: %s", run_dir.name, " ".join(command[1:]))
-    # The training's progress goes to stderr: stdout carries only the table.
-    finished = subprocess.run(command, stdout=sys.stderr)
-    if finished.returncode != 0:
-        raise ComparisonError(
-            f"training {run_dir.name} failed (exit {finished.returncode}); its log is "
-            f"{run_dir / 'train.log'}. Re-run this command to continue from there."
-        )
+    arguments = ["--cell", cell, "--minutes", f"{minutes:g}"] + (["--quick"] if quick else [])
+    finished_or_train("projects.shakespeare.train", arguments, run_dir)
 
 
 def summarise(run_dir: Path) -> dict:
     """One row of the table from a finished run, with a fresh generation timing."""
     loaded = load_run(run_dir, inference="projects.shakespeare.compare")
-    with open(run_dir / "history.csv", newline="") as handle:
-        history = list(csv.DictReader(handle))
-    seconds = [float(row["epoch_seconds"]) for row in history]
-    characters = sum(
-        float(row["examples_per_second"]) * float(row["epoch_seconds"]) for row in history
-    )
+    history = read_history(run_dir)
+    characters, seconds = examples_trained(history)
     generator = Generator(loaded.model)
     generator.generate("ROMEO:", 5, seed=0)  # trace once
     started = time.perf_counter()
@@ -130,9 +104,9 @@ def summarise(run_dir: Path) -> dict:
         "parameters": core_of(loaded.model).count_params(),
         "precision": loaded.metrics.get("precision_policy", "float32"),
         "epochs": len(history),
-        "training_minutes": sum(seconds) / 60,
+        "training_minutes": seconds / 60,
         "characters": characters,
-        "characters_per_second": characters / sum(seconds),
+        "characters_per_second": characters / seconds,
         "nats_per_char": nats,
         "bits_per_char": nats / math.log(2),
         "window": loaded.metrics["validation"].get("window"),
@@ -172,8 +146,7 @@ def compare(
             run_dir = out / run_name(cell, minutes)
             train(cell, minutes, run_dir, quick)
             rows.append(summarise(run_dir))
-    with atomic_path(out / "compare.md") as temporary:
-        Path(temporary).write_text(markdown_table(rows))
+    write_text(out / "compare.md", markdown_table(rows))
     return rows
 
 

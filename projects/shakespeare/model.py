@@ -19,7 +19,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from projects.shakespeare.transformer import PositionEmbedding, TransformerBlock
+from projects.shakespeare.transformer import (
+    INIT_STDDEV,
+    PositionEmbedding,
+    TransformerBlock,
+    residual_stddev,
+)
 
 RECURRENT_LAYERS = {
     "simplernn": keras.layers.SimpleRNN,
@@ -66,13 +71,23 @@ def build_char_model(
     longest text the model reads at once (one learned position per character).
     """
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
-    x = keras.layers.Embedding(len(vocabulary) + 1, embedding_dim, name=EMBEDDING_LAYER)(ids)
-    if cell == "transformer":
+    transformer = cell == "transformer"
+    x = keras.layers.Embedding(
+        len(vocabulary) + 1,
+        embedding_dim,
+        embeddings_initializer=keras.initializers.RandomNormal(stddev=INIT_STDDEV)
+        if transformer
+        else "uniform",
+        name=EMBEDDING_LAYER,
+    )(ids)
+    if transformer:
         x = PositionEmbedding(seq_length, name=POSITION_LAYER)(x)
         if dropout:
             x = keras.layers.Dropout(dropout, name="embedding_dropout")(x)
         for index in range(layers):
-            x = TransformerBlock(heads, units, dropout, name=block_name(index))(x)
+            x = TransformerBlock(
+                heads, units, dropout, residual_stddev(layers), name=block_name(index)
+            )(x)
         x = keras.layers.LayerNormalization(epsilon=1e-5, name=FINAL_NORM_LAYER)(x)
     else:
         recurrent = RECURRENT_LAYERS[cell]
@@ -84,7 +99,14 @@ def build_char_model(
             if dropout:
                 x = keras.layers.Dropout(dropout, name=f"dropout_{index + 1}")(x)
     # The logits stay float32 under mixed precision: the softmax and loss need its range.
-    logits = keras.layers.Dense(len(vocabulary) + 1, name=LOGITS_LAYER, dtype="float32")(x)
+    logits = keras.layers.Dense(
+        len(vocabulary) + 1,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=INIT_STDDEV)
+        if transformer
+        else "glorot_uniform",
+        name=LOGITS_LAYER,
+        dtype="float32",
+    )(x)
     core = keras.Model(ids, logits, name=CORE_MODEL)
 
     characters = keras.Input(shape=(None,), dtype="string", name="characters")

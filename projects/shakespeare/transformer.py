@@ -27,6 +27,24 @@ import math
 import keras
 from keras import layers, ops
 
+# GPT-2's initialisation: every weight matrix drawn with standard deviation 0.02, and
+# the two projections that write into the residual stream with 0.02 / sqrt(2 * blocks),
+# so that at the start each block adds little and the stack passes the characters'
+# embeddings through. With Keras's default (Glorot) matrices each block adds noise many
+# times larger than the embeddings, and training sat at the unigram loss for a whole
+# epoch (measured on a 4-block, width-128 model, 122 steps at learning rate 2e-3:
+# validation 3.34 nats/char, the unigram's 3.35, against 2.51 with this).
+INIT_STDDEV = 0.02
+
+
+def residual_stddev(blocks: int) -> float:
+    """Standard deviation of the projections into the residual stream of ``blocks`` blocks."""
+    return INIT_STDDEV / math.sqrt(2 * blocks)
+
+
+def _normal(stddev: float) -> keras.initializers.Initializer:
+    return keras.initializers.RandomNormal(stddev=stddev)
+
 
 @keras.saving.register_keras_serializable(package="shakespeare")
 class CausalSelfAttention(layers.Layer):
@@ -39,9 +57,12 @@ class CausalSelfAttention(layers.Layer):
     cached so far; the updated cache is returned too.
     """
 
-    def __init__(self, heads: int, dropout: float = 0.0, **kwargs):
+    def __init__(
+        self, heads: int, dropout: float = 0.0, projection_stddev: float = INIT_STDDEV, **kwargs
+    ):
         super().__init__(**kwargs)
         self.heads, self.dropout = heads, dropout
+        self.projection_stddev = projection_stddev
 
     def build(self, input_shape):
         width = int(input_shape[-1])
@@ -53,9 +74,16 @@ class CausalSelfAttention(layers.Layer):
         # Sublayers built here take this layer's precision: the global policy may differ
         # when a saved model is loaded.
         policy = self.dtype_policy
-        self.query_key_value = layers.Dense(3 * width, name="query_key_value", dtype=policy)
+        self.query_key_value = layers.Dense(
+            3 * width, kernel_initializer=_normal(INIT_STDDEV), name="query_key_value", dtype=policy
+        )
         self.query_key_value.build(input_shape)
-        self.output_projection = layers.Dense(width, name="output_projection", dtype=policy)
+        self.output_projection = layers.Dense(
+            width,
+            kernel_initializer=_normal(self.projection_stddev),
+            name="output_projection",
+            dtype=policy,
+        )
         self.output_projection.build(input_shape)
         self.weights_dropout = layers.Dropout(self.dropout, dtype=policy)
 
@@ -99,16 +127,29 @@ class CausalSelfAttention(layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "heads": self.heads, "dropout": self.dropout}
+        return {
+            **super().get_config(),
+            "heads": self.heads,
+            "dropout": self.dropout,
+            "projection_stddev": self.projection_stddev,
+        }
 
 
 @keras.saving.register_keras_serializable(package="shakespeare")
 class TransformerBlock(layers.Layer):
     """``x + attention(norm(x))``, then ``x + mlp(norm(x))``, dropout on both branches."""
 
-    def __init__(self, heads: int, hidden_units: int, dropout: float = 0.0, **kwargs):
+    def __init__(
+        self,
+        heads: int,
+        hidden_units: int,
+        dropout: float = 0.0,
+        projection_stddev: float = INIT_STDDEV,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.heads, self.hidden_units, self.dropout = heads, hidden_units, dropout
+        self.projection_stddev = projection_stddev
 
     def build(self, input_shape):
         width = int(input_shape[-1])
@@ -118,16 +159,25 @@ class TransformerBlock(layers.Layer):
         )
         self.attention_norm.build(input_shape)
         self.attention = CausalSelfAttention(
-            self.heads, self.dropout, name="attention", dtype=policy
+            self.heads, self.dropout, self.projection_stddev, name="attention", dtype=policy
         )
         self.attention.build(input_shape)
         self.mlp_norm = layers.LayerNormalization(epsilon=1e-5, name="mlp_norm", dtype=policy)
         self.mlp_norm.build(input_shape)
         self.mlp_hidden = layers.Dense(
-            self.hidden_units, activation="gelu", name="mlp_hidden", dtype=policy
+            self.hidden_units,
+            activation="gelu",
+            kernel_initializer=_normal(INIT_STDDEV),
+            name="mlp_hidden",
+            dtype=policy,
         )
         self.mlp_hidden.build(input_shape)
-        self.mlp_output = layers.Dense(width, name="mlp_output", dtype=policy)
+        self.mlp_output = layers.Dense(
+            width,
+            kernel_initializer=_normal(self.projection_stddev),
+            name="mlp_output",
+            dtype=policy,
+        )
         self.mlp_output.build((*input_shape[:-1], self.hidden_units))
         self.branch_dropout = layers.Dropout(self.dropout, dtype=policy)
 
@@ -156,6 +206,7 @@ class TransformerBlock(layers.Layer):
             "heads": self.heads,
             "hidden_units": self.hidden_units,
             "dropout": self.dropout,
+            "projection_stddev": self.projection_stddev,
         }
 
 
@@ -175,7 +226,7 @@ class PositionEmbedding(layers.Layer):
         self.embeddings = self.add_weight(
             name="embeddings",
             shape=(self.window, int(input_shape[-1])),
-            initializer=keras.initializers.RandomNormal(stddev=0.02),
+            initializer=_normal(INIT_STDDEV),
         )
 
     def call(self, x, start=0):
