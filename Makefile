@@ -11,7 +11,7 @@ PROJECT ?= xor_mlp
 WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu test lint xor-mlp stock-lstm stock-lstm-forecast shakespeare shakespeare-generate shakespeare-attention shakespeare-compare bench-shakespeare cifar-cnn cifar-cnn-predict bench-cifar multiworker bench-scaling tensorboard clean
+.PHONY: help install install-gpu test lint xor-mlp stock-lstm stock-lstm-forecast shakespeare shakespeare-generate shakespeare-attention shakespeare-compare bench-shakespeare cifar-cnn cifar-cnn-predict cifar-inspect cifar-evaluate cifar-tour bench-cifar multiworker bench-scaling tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -65,6 +65,16 @@ cifar-cnn: $(INSTALLED) ## Train the CIFAR-10 CNN (airbench; download, else bund
 cifar-cnn-predict: $(INSTALLED) ## Top-3 classes of images with the latest CIFAR run: IMAGES="a.jpg b.png"
 	@test -n "$(IMAGES)" || { echo 'usage: make cifar-cnn-predict IMAGES="photo.jpg other.png"' >&2; exit 2; }
 	$(BIN)/python -m projects.cifar_cnn.predict --run-dir runs/cifar_cnn/latest $(ARGS) $(IMAGES)
+
+cifar-inspect: $(INSTALLED) ## Kernels, feature maps and Grad-CAM of the latest CIFAR run on IMAGE=photo.jpg
+	@test -n "$(IMAGE)" || { echo 'usage: make cifar-inspect IMAGE=photo.jpg [ARGS="--class dog"]' >&2; exit 2; }
+	$(BIN)/python -m projects.cifar_cnn.inspect --run-dir runs/cifar_cnn/latest $(ARGS) "$(IMAGE)"
+
+cifar-evaluate: $(INSTALLED) ## Score the latest CIFAR run on its held-out images, or on DATA=FOLDER/<class>/*
+	$(BIN)/python -m projects.cifar_cnn.evaluate --run-dir runs/cifar_cnn/latest $(if $(DATA),--data-dir "$(DATA)") $(ARGS)
+
+cifar-tour: $(INSTALLED) ## Train every CNN architecture for the same minutes; one table and plot (~15 min)
+	$(BIN)/python -m projects.cifar_cnn.tour $(ARGS)
 
 bench-cifar: $(INSTALLED) ## Print CNN training throughput and GFLOP/s against a matmul
 	$(BIN)/python -m projects.cifar_cnn.bench $(ARGS)
