@@ -11,7 +11,7 @@ PROJECT ?= xor_mlp
 WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu test lint xor-mlp stock-lstm stock-lstm-forecast shakespeare shakespeare-generate shakespeare-attention shakespeare-compare bench-shakespeare cifar-cnn cifar-cnn-predict cifar-inspect cifar-evaluate cifar-tour bench-cifar multiworker bench-scaling tensorboard clean
+.PHONY: help install install-gpu test lint xor-mlp stock-lstm stock-lstm-forecast stock-gradients shakespeare shakespeare-generate shakespeare-attention shakespeare-compare bench-shakespeare cifar-cnn cifar-cnn-predict cifar-inspect cifar-evaluate cifar-tour bench-cifar multiworker bench-scaling tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -43,6 +43,9 @@ stock-lstm: $(INSTALLED) ## Train the stock forecaster on bundled AAPL (about 20
 
 stock-lstm-forecast: $(INSTALLED) ## Forecast the next days with the latest stock run; ARGS="--days 10"
 	$(BIN)/python -m projects.stock_lstm.forecast --run-dir runs/stock_lstm/latest $(ARGS)
+
+stock-gradients: $(INSTALLED) ## SimpleRNN vs LSTM: gradient size against distance, from NumPy BPTT (~1 min)
+	$(BIN)/python -m projects.stock_lstm.gradients $(ARGS)
 
 shakespeare: $(INSTALLED) ## Train the Shakespeare character model (about 17 min on 2 CPU cores)
 	$(BIN)/python -m projects.shakespeare.train $(ARGS)

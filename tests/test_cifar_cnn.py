@@ -394,7 +394,7 @@ def test_grad_cam_finds_the_region_that_raises_the_class_score():
     # Class 0's logit is the mean of the red channel, class 1's its negative: Grad-CAM
     # of class 0 must light up exactly where the image is red, and class 1 nowhere.
     images = keras.Input((32, 32, 3), dtype="uint8")
-    x = keras.layers.Identity(dtype="float32")(images)
+    x = keras.layers.Rescaling(1.0)(images)  # uint8 -> float32
     features = keras.layers.Conv2D(1, 1, use_bias=False, name="red")(x)
     pooled = keras.layers.GlobalAveragePooling2D()(features)
     logits = keras.layers.Dense(2, use_bias=False)(pooled)

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 
 from projects.stock_lstm import numpy_cells
 from projects.stock_lstm.config import StockConfig
@@ -169,6 +170,35 @@ def test_numpy_lstm_matches_keras(seed):
     expected = keras.ops.convert_to_numpy(layer(inputs))
     ours = numpy_cells.lstm(inputs.astype(np.float64), *layer.get_weights())
     np.testing.assert_allclose(ours, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["simplernn", "lstm"])
+def test_numpy_bptt_gradients_equal_tensorflow_autodiff(cell):
+    rng = np.random.default_rng(3)
+    inputs = rng.normal(size=(3, 9, 4))
+    layer_type = keras.layers.SimpleRNN if cell == "simplernn" else keras.layers.LSTM
+    layer = layer_type(5, return_sequences=True, dtype="float64")
+    layer.build(inputs.shape)
+    # Random biases and larger weights, so no gate sits at a trivial value.
+    layer.set_weights([rng.normal(scale=0.6, size=w.shape) for w in layer.get_weights()])
+    # A loss that looks at every step with its own weights: L = sum_t sum_u R_tu h_tu.
+    loss_weights = rng.normal(size=(3, 9, 5))
+    x = tf.constant(inputs)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        states = layer(x)
+        loss = tf.reduce_sum(states * loss_weights)
+    expected = tape.gradient(loss, [*layer.trainable_weights, x])
+    backward = numpy_cells.simple_rnn_backward if cell == "simplernn" else numpy_cells.lstm_backward
+    ours = backward(inputs, *layer.get_weights(), loss_weights)
+    for name, theirs in zip(
+        ["kernel", "recurrent_kernel", "bias", "inputs"], expected, strict=True
+    ):
+        theirs = keras.ops.convert_to_numpy(theirs)
+        relative = np.abs(ours[name] - theirs).max() / np.abs(theirs).max()
+        assert relative < 1e-6, (name, relative)
+    # The total dL/dh_t of the last step is what the loss puts there directly.
+    np.testing.assert_allclose(ours["hidden_gradients"][:, -1], loss_weights[:, -1])
 
 
 def test_quick_run_reports_every_method_and_interval(tmp_path):
