@@ -20,8 +20,15 @@ from projects.stock_lstm.data import (
     normalisation_stats,
     split_windows,
 )
-from projects.stock_lstm.evaluate import forecast_metrics, interval_offsets
+from projects.stock_lstm.evaluate import (
+    combination_weight,
+    compare_methods,
+    diebold_mariano,
+    forecast_metrics,
+    in_sample_naive_mae,
+)
 from projects.stock_lstm.forecast import ForecastError, forecast, interval_for_steps
+from projects.stock_lstm.intervals import residual_quantile
 from projects.stock_lstm.train import main as train_stock
 from shared.config import ConfigError
 from shared.prices import BUNDLED_DIR, PriceDataError, read_price_csv
@@ -130,21 +137,22 @@ def test_metrics_on_a_hand_made_example(aapl):
     assert naive["mae"] == pytest.approx(np.mean(np.abs(errors)))
     assert naive["rmse"] == pytest.approx(np.sqrt(np.mean(errors**2)))
     assert naive["directional_accuracy"] is None  # "no change" has no direction
-    perfect = forecast_metrics(windows.targets.astype(np.float64), windows, naive["mae"])
-    assert perfect["mae"] == pytest.approx(0, abs=1e-4) and perfect["mase"] < 1e-4
+    perfect = forecast_metrics(windows.targets.astype(np.float64), windows, naive["mae"], 1.0)
+    assert perfect["mae"] == pytest.approx(0, abs=1e-4) and perfect["relative_mae"] < 1e-4
     assert perfect["directional_accuracy"] == 1.0
     assert perfect["direction_p_value"] < 1e-6  # 40 of 40 is no coin flip
     wrong = forecast_metrics(-windows.targets.astype(np.float64), windows, naive["mae"])
     assert wrong["directional_accuracy"] == 0.0
 
 
-def test_interval_offsets_hold_their_coverage_on_the_data_they_came_from():
+def test_residual_quantile_intervals_hold_their_coverage_on_the_data_they_came_from():
     rng = np.random.default_rng(0)
     targets = rng.normal(size=(1000, 2))
     predictions = np.zeros_like(targets)
-    lower, upper = interval_offsets(predictions, targets, 0.8)
+    lower, upper = residual_quantile(predictions, targets, 0.8)
     inside = ((targets >= lower) & (targets <= upper)).mean()
     assert inside == pytest.approx(0.8, abs=0.01)
+    lower, upper = lower[0], upper[0]  # offsets: the forecasts are 0
     steps_lower, steps_upper = interval_for_steps(lower, upper, days=8)
     assert steps_lower[1] == lower[1] and steps_upper[7] == pytest.approx(upper[1] * 2)
 
@@ -203,12 +211,20 @@ def test_numpy_bptt_gradients_equal_tensorflow_autodiff(cell):
 
 def test_quick_run_reports_every_method_and_interval(tmp_path):
     metrics = train_stock(StockConfig(run_dir=str(tmp_path / "run"), **QUICK))
-    assert set(metrics["test"]) == {"model", "naive", "drift", "moving_average", "linear"}
+    expected = {"model", "reported", "naive", "drift", "moving_average", "linear"}
+    assert set(metrics["test"]) == expected
     for method in metrics["test"].values():
-        assert {"rmse", "mae", "mape", "mase", "directional_accuracy", "direction_p_value"} <= set(
-            method
-        )
-    assert metrics["test"]["naive"]["mase"] == 1.0
+        assert {"rmse", "mae", "relative_mae", "mase", "directional_accuracy"} <= set(method)
+    assert metrics["test"]["naive"]["relative_mae"] == 1.0
+    # The reported forecast is the model shrunk towards naive by the validation's w.
+    weight = metrics["combination_weight"]
+    assert 0 <= weight <= 1
+    assert metrics["test"]["reported"]["combination_weight"] == weight
+    assert set(metrics["interval"]["methods"]) == {
+        "residual_quantile",
+        "split_conformal",
+        "adaptive_conformal",
+    }
     # Coverage is a share of the test windows, and the interval brackets no change.
     test_windows = metrics["periods"]["test"]["windows"]
     covered = metrics["interval"]["test_coverage"] * test_windows
@@ -327,7 +343,88 @@ def test_other_cells_stacked_with_dropout(cell, tmp_path):
     config = StockConfig(run_dir=str(tmp_path / cell), cell=cell, layers=2, dropout=0.2, **QUICK)
     metrics = train_stock(config)
     assert metrics["cell"] == cell
-    model = keras.saving.load_model(tmp_path / cell / "model.keras")
+    saved = keras.saving.load_model(tmp_path / cell / "model.keras")
+    model = saved.get_layer(f"{cell}_forecaster")  # the network inside the reported forecaster
     recurrent = [layer.name for layer in model.layers if layer.name.startswith(cell)]
     assert recurrent == [f"{cell}_1", f"{cell}_2"]
     assert any(isinstance(layer, keras.layers.Dropout) for layer in model.layers)
+
+
+def test_true_mase_scales_by_the_training_days_one_step_naive_error(aapl):
+    # Closes 10, 12, 11, 14: the in-sample naive errors are 2, 1, 3, so the scale is 2.
+    assert in_sample_naive_mae(np.array([10.0, 12.0, 11.0, 14.0])) == 2.0
+    features = compute_features(aapl.iloc[:200])
+    windows = make_windows(aapl.iloc[:200], features, window=10, horizon=1)
+    split = split_windows(len(windows), 1, 0.15, 0.15)
+    results = compare_methods(
+        np.zeros_like(windows.targets, dtype=np.float64),
+        windows,
+        split,
+        aapl["Close"].to_numpy()[:200],
+        np.zeros(3),
+        np.ones(3),
+        ma_window=5,
+    )
+    train_close = windows.origin_close[split.train]
+    scale = np.mean(np.abs(np.diff(train_close)))
+    assert results["naive"]["mase"] == pytest.approx(results["naive"]["mae"] / scale)
+    assert results["naive"]["relative_mae"] == 1.0
+
+
+def test_combination_weight_is_chosen_on_validation_only():
+    rng = np.random.default_rng(0)
+    targets = rng.normal(scale=0.02, size=(300, 1))
+    naive = np.zeros_like(targets)
+    informative = 0.5 * targets + rng.normal(scale=0.005, size=targets.shape)
+    assert combination_weight(informative, naive, targets) > 0.5
+    noise = rng.normal(scale=0.02, size=targets.shape)  # a model that knows nothing
+    assert combination_weight(noise, naive, targets) <= 0.1
+    wrong_way = -informative  # worse than naive on validation: the naive forecast is kept
+    assert combination_weight(wrong_way, naive, targets) == 0.0
+
+
+def test_the_reported_weight_ignores_the_test_period(aapl):
+    features = compute_features(aapl.iloc[:400])
+    windows = make_windows(aapl.iloc[:400], features, window=10, horizon=1)
+    split = split_windows(len(windows), 1, 0.15, 0.15)
+    model = 0.3 * windows.targets.astype(np.float64)
+    model[split.test] *= -50  # nonsense on test days only
+    weight = combination_weight(
+        model[split.val], np.zeros_like(model[split.val]), windows.targets[split.val]
+    )
+    clean = 0.3 * windows.targets.astype(np.float64)
+    assert weight == combination_weight(
+        clean[split.val], np.zeros_like(clean[split.val]), windows.targets[split.val]
+    )
+
+
+def test_diebold_mariano_tells_a_better_forecast_from_an_equal_one():
+    rng = np.random.default_rng(0)
+    outcomes = rng.normal(size=500)
+    good = outcomes + rng.normal(scale=0.5, size=500)
+    bad = outcomes + rng.normal(scale=1.5, size=500)
+    better = diebold_mariano(good - outcomes, bad - outcomes)
+    assert better["statistic"] < 0 and better["p_value"] < 1e-6
+    same = diebold_mariano(bad - outcomes, bad - outcomes)
+    assert same["p_value"] == 1.0
+    # Overlapping 5-day errors are autocorrelated: the HAC variance widens the test.
+    shocks = rng.normal(size=505)
+    overlapping = np.convolve(shocks, np.ones(5), "valid")[:500]
+    one_lag = diebold_mariano(overlapping + 0.1, overlapping, horizon=1)
+    five_lag = diebold_mariano(overlapping + 0.1, overlapping, horizon=5)
+    assert five_lag["p_value"] > one_lag["p_value"]
+
+
+def test_the_saved_forecaster_is_the_reported_one(tmp_path):
+    from shared.runs import load_run
+
+    metrics = train_stock(StockConfig(run_dir=str(tmp_path / "run"), **QUICK))
+    saved = load_run(tmp_path / "run").model
+    raw = saved.get_layer("lstm_forecaster")  # the trained network, before the shrinking
+    batch = np.random.default_rng(0).normal(scale=0.01, size=(4, 20, 3)).astype("float32")
+    np.testing.assert_allclose(
+        saved.predict(batch, verbose=0),
+        metrics["combination_weight"] * raw.predict(batch, verbose=0),
+        rtol=1e-5,
+        atol=1e-8,
+    )

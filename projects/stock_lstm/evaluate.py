@@ -18,11 +18,13 @@ import math
 
 import numpy as np
 from scipy.stats import binomtest
+from scipy.stats import t as student_t
 from sklearn.linear_model import Ridge
 
 from projects.stock_lstm.data import Split, Windows
 
 RIDGE_PENALTIES = (0.1, 1.0, 10.0, 100.0, 1000.0)
+COMBINATION_WEIGHTS = np.linspace(0.0, 1.0, 101)
 
 
 def naive_forecast(windows: Windows) -> np.ndarray:
@@ -61,20 +63,28 @@ def linear_forecast(
 
 
 def forecast_metrics(
-    predicted: np.ndarray, windows: Windows, naive_mae: float | None = None
+    predicted: np.ndarray,
+    windows: Windows,
+    naive_mae: float | None = None,
+    naive_scale: float | None = None,
 ) -> dict[str, float | int | None]:
     """Price errors and directional accuracy of ``predicted`` log returns on ``windows``.
 
     Args:
         predicted: (n, horizon) predicted log returns.
         windows: The windows they are for.
-        naive_mae: MAE of the naive forecast on the same windows, for MASE.
+        naive_mae: MAE of the naive forecast on the same windows (relative MAE).
+        naive_scale: In-sample one-step naive MAE of the training days (true MASE).
 
     Returns:
-        rmse, mae, mape (percent) on prices; mase (MAE / naive MAE);
-        directional_accuracy over the predictions with a direction (None when a
-        method never predicts one, like the naive forecast), its count and the
-        two-sided binomial-test p-value against 50%.
+        rmse, mae, mape (percent) on prices; relative_mae (MAE / the naive
+        forecast's MAE on the same days); mase (MAE / the in-sample naive MAE,
+        Hyndman & Koehler's scaled error); directional_accuracy over the
+        predictions with a direction (None when a method never predicts one,
+        like the naive forecast), its count and the two-sided binomial-test
+        p-value against 50%. With a horizon above 1 the direction is scored on
+        the last step of every horizon-th window only, so no two scored returns
+        share a day and the binomial test's independence holds.
     """
     predicted_close = windows.origin_close[:, None] * np.exp(predicted.astype(np.float64))
     errors = predicted_close - windows.future_close
@@ -83,20 +93,31 @@ def forecast_metrics(
         "rmse": float(np.sqrt(np.mean(errors**2))),
         "mae": mae,
         "mape": float(100 * np.mean(np.abs(errors) / windows.future_close)),
-        "mase": None if not naive_mae else mae / naive_mae,
+        "relative_mae": None if not naive_mae else mae / naive_mae,
+        "mase": None if not naive_scale else mae / naive_scale,
     }
-    has_direction = (predicted != 0) & (windows.targets != 0)
+    horizon = predicted.shape[1]
+    scored, actual = predicted, windows.targets
+    if horizon > 1:
+        scored, actual = predicted[::horizon, -1:], windows.targets[::horizon, -1:]
+    has_direction = (scored != 0) & (actual != 0)
     count = int(has_direction.sum())
     if count == 0:
         result.update(directional_accuracy=None, direction_count=0, direction_p_value=None)
         return result
-    correct = int((np.sign(predicted) == np.sign(windows.targets))[has_direction].sum())
+    correct = int((np.sign(scored) == np.sign(actual))[has_direction].sum())
     result.update(
         directional_accuracy=correct / count,
         direction_count=count,
         direction_p_value=float(binomtest(correct, count, 0.5).pvalue),
     )
     return result
+
+
+def price_errors(predicted: np.ndarray, windows: Windows) -> np.ndarray:
+    """(n,) mean absolute price error over the steps of each window."""
+    predicted_close = windows.origin_close[:, None] * np.exp(predicted.astype(np.float64))
+    return np.abs(predicted_close - windows.future_close).mean(axis=1)
 
 
 def interval_offsets(
@@ -128,40 +149,131 @@ def compare_methods(
     mean: np.ndarray,
     variance: np.ndarray,
     ma_window: int,
+    combination: float | None = None,
 ) -> dict[str, dict]:
-    """Metrics of the model and every baseline on the test windows of ``split``."""
+    """Metrics of the model, the reported forecast and every baseline on the test windows.
+
+    ``combination`` is the w of the reported forecast ``naive + w·(model - naive)``
+    (`combination_weight`, chosen on the validation windows); None leaves it out.
+    The model and the reported forecast also get a Diebold-Mariano test against
+    the naive forecast on the mean absolute price error of each window.
+    """
     train_days = windows.inputs[split.train][:, -1, 0]  # each training day's log return, once
-    predictions = {
-        "model": model_predictions,
-        "naive": naive_forecast(windows),
-        "drift": drift_forecast(windows, float(train_days.mean())),
-        "moving_average": moving_average_forecast(windows, close, ma_window),
-    }
+    predictions = {"model": model_predictions}
+    naive = naive_forecast(windows)
+    if combination is not None:
+        predictions["reported"] = naive + combination * (model_predictions - naive)
+    predictions.update(
+        {
+            "naive": naive,
+            "drift": drift_forecast(windows, float(train_days.mean())),
+            "moving_average": moving_average_forecast(windows, close, ma_window),
+        }
+    )
     predictions["linear"], penalty = linear_forecast(windows, split, mean, variance)
     test = windows.subset(split.test)
-    naive_mae = forecast_metrics(predictions["naive"][split.test], test)["mae"]
+    naive_mae = forecast_metrics(naive[split.test], test)["mae"]
+    scale = in_sample_naive_mae(windows.origin_close[split.train])
     results = {
-        name: forecast_metrics(values[split.test], test, naive_mae)
+        name: forecast_metrics(values[split.test], test, naive_mae, scale)
         for name, values in predictions.items()
     }
     results["linear"]["ridge_penalty"] = penalty
+    naive_errors = price_errors(naive[split.test], test)
+    horizon = windows.targets.shape[1]
+    for name in ("model", "reported"):
+        if name in predictions:
+            errors = price_errors(predictions[name][split.test], test)
+            results[name]["diebold_mariano_vs_naive"] = diebold_mariano(
+                errors, naive_errors, horizon
+            )
+    if combination is not None:
+        results["reported"]["combination_weight"] = combination
     return results
+
+
+def in_sample_naive_mae(train_close: np.ndarray) -> float:
+    """Mean |close_t - close_(t-1)| over the training days: the scale of the true MASE.
+
+    Hyndman & Koehler (2006) scale a forecast's MAE by this in-sample MAE of the
+    one-step naive forecast, so MASE < 1 means "better than the naive forecast
+    was on the training data", comparable across series and periods.
+    """
+    close = np.asarray(train_close, dtype=np.float64)
+    if len(close) < 2:
+        raise ValueError("the in-sample naive MAE needs at least two training closes")
+    return float(np.mean(np.abs(np.diff(close))))
+
+
+def combination_weight(
+    model_val: np.ndarray, naive_val: np.ndarray, targets_val: np.ndarray
+) -> float:
+    """The w in [0, 1] of ``naive + w·(model - naive)`` with the lowest validation MAE.
+
+    Ties go to the smaller w: without evidence on validation, the reported
+    forecast stays at the naive one (w = 0).
+    """
+    errors = [
+        np.mean(np.abs(naive_val + w * (model_val - naive_val) - targets_val))
+        for w in COMBINATION_WEIGHTS
+    ]
+    return float(COMBINATION_WEIGHTS[int(np.argmin(errors))])
+
+
+def diebold_mariano(
+    errors_a: np.ndarray, errors_b: np.ndarray, horizon: int = 1, power: int = 1
+) -> dict[str, float]:
+    """Diebold-Mariano test of equal accuracy of two forecasts of the same outcomes.
+
+    The loss differential ``d_t = |e_a,t|^power - |e_b,t|^power``; its mean over
+    n days is divided by a HAC standard error that sums the autocovariances up to
+    lag ``horizon - 1`` (h-step forecasts made on consecutive days overlap, so
+    their errors are correlated), with Harvey, Leybourne & Newbold's (1997)
+    small-sample correction and a Student t with n - 1 degrees of freedom.
+
+    Returns:
+        ``statistic`` (negative: a is more accurate) and the two-sided ``p_value``.
+    """
+    d = (
+        np.abs(np.asarray(errors_a, np.float64)) ** power
+        - np.abs(np.asarray(errors_b, np.float64)) ** power
+    )
+    n = len(d)
+    centred = d - d.mean()
+    variance = np.mean(centred**2)
+    for lag in range(1, horizon):
+        variance += 2 * np.mean(centred[lag:] * centred[:-lag])
+    if not variance > 0:
+        return {"statistic": 0.0, "p_value": 1.0}
+    statistic = d.mean() / math.sqrt(variance / n)
+    statistic *= math.sqrt((n + 1 - 2 * horizon + horizon * (horizon - 1) / n) / n)
+    return {
+        "statistic": float(statistic),
+        "p_value": float(2 * student_t.sf(abs(statistic), df=n - 1)),
+    }
 
 
 def format_table(results: dict[str, dict]) -> str:
     """A plain-text table of the methods' test metrics."""
-    header = f"{'method':<15}{'RMSE':>9}{'MAE':>9}{'MAPE%':>8}{'MASE':>8}{'dir.acc':>9}{'p':>8}"
+    header = (
+        f"{'method':<15}{'RMSE':>9}{'MAE':>9}{'MAPE%':>8}{'rel.MAE':>9}{'MASE':>8}"
+        f"{'dir.acc':>9}{'p':>8}"
+    )
     lines = [header, "-" * len(header)]
     for name, metrics in results.items():
         direction = metrics["directional_accuracy"]
         p_value = metrics["direction_p_value"]
         lines.append(
             f"{name:<15}{metrics['rmse']:>9.3f}{metrics['mae']:>9.3f}{metrics['mape']:>8.2f}"
-            f"{metrics['mase']:>8.3f}"
+            f"{metrics['relative_mae']:>9.3f}{metrics['mase']:>8.3f}"
             + (
                 f"{direction:>9.3f}{p_value:>8.3f}"
                 if direction is not None
                 else f"{'-':>9}{'-':>8}"
             )
         )
+    lines.append(
+        "rel.MAE: MAE / the naive forecast's MAE on the same days; MASE: MAE / the "
+        "training days' one-step naive MAE (Hyndman & Koehler)"
+    )
     return "\n".join(lines)

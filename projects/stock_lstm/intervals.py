@@ -113,3 +113,49 @@ def coverage_and_width(
         "coverage": inside.mean(axis=0).tolist(),
         "mean_width": (upper - lower).mean(axis=0).tolist(),
     }
+
+
+INTERVAL_METHODS = ("residual_quantile", "split_conformal", "adaptive_conformal")
+REPORTED_INTERVAL = "adaptive_conformal"
+
+
+def compare_intervals(
+    predicted: np.ndarray,
+    targets: np.ndarray,
+    validation: slice,
+    test: slice,
+    level: float,
+    gamma: float = DEFAULT_GAMMA,
+) -> dict:
+    """The three interval methods on the test windows, calibrated on the validation ones.
+
+    Args:
+        predicted: (windows, horizon) forecasts in log returns, in time order.
+        targets: The outcomes of the same windows.
+        validation: Rows that calibrate (their residuals are the scores).
+        test: Consecutive rows that are scored.
+        level: Target coverage.
+        gamma: The adaptive method's step size.
+
+    Returns:
+        ``methods``: coverage and mean width per step of each method;
+        ``bounds``: the test-period (lower, upper) log returns of each method;
+        ``next_offsets``: (lower, upper) offsets of the adaptive method for a
+        forecast made after the last test day (what ``forecast.py`` uses).
+    """
+    residuals = targets[validation] - predicted[validation]
+    outcomes = targets[test]
+    bounds = {
+        "residual_quantile": residual_quantile(predicted[test], residuals, level),
+        "split_conformal": split_conformal(predicted[test], residuals, level),
+    }
+    # One more row after the test period: its interval uses everything known by then.
+    extended_predicted = np.vstack([predicted[test], np.zeros((1, predicted.shape[1]))])
+    extended_targets = np.vstack([outcomes, np.full((1, predicted.shape[1]), np.nan)])
+    lower, upper = adaptive_conformal(extended_predicted, extended_targets, residuals, level, gamma)
+    bounds["adaptive_conformal"] = (lower[:-1], upper[:-1])
+    return {
+        "methods": {name: coverage_and_width(*bounds[name], outcomes) for name in INTERVAL_METHODS},
+        "bounds": bounds,
+        "next_offsets": (lower[-1], upper[-1]),
+    }

@@ -28,6 +28,7 @@ if __name__ == "__main__":
     parse_before_tensorflow(StockConfig)
 
 import logging
+from pathlib import Path
 
 import keras
 import matplotlib.pyplot as plt
@@ -44,12 +45,8 @@ from projects.stock_lstm.data import (
     normalisation_stats,
     split_windows,
 )
-from projects.stock_lstm.evaluate import (
-    compare_methods,
-    format_table,
-    interval_coverage,
-    interval_offsets,
-)
+from projects.stock_lstm.evaluate import combination_weight, compare_methods, format_table
+from projects.stock_lstm.intervals import REPORTED_INTERVAL, compare_intervals
 from projects.stock_lstm.model import build_forecaster, compile_forecaster
 from shared.callbacks import standard_callbacks
 from shared.cli import fit_verbosity, run_training_cli
@@ -59,7 +56,7 @@ from shared.runs import start_run
 
 log = logging.getLogger("stock_lstm")
 
-COMPARED_METRICS = ("rmse", "mae", "mape", "mase", "directional_accuracy")
+COMPARED_METRICS = ("rmse", "mae", "mape", "relative_mae", "mase", "directional_accuracy")
 
 
 def training_dataset(windows: Windows, rows: slice, batch_size: int, seed: int) -> tf.data.Dataset:
@@ -126,23 +123,40 @@ def evaluate_split(
     stats: tuple[np.ndarray, np.ndarray],
     close: np.ndarray,
 ) -> dict:
-    """Test metrics of the model and every baseline, and the model's interval coverage."""
-    predictions = model.predict(windows.inputs, batch_size=1024, verbose=0).astype(np.float64)
-    mean, variance = stats
-    results = compare_methods(predictions, windows, split, close, mean, variance, config.ma_window)
-    lower, upper = interval_offsets(
-        predictions[split.val], windows.targets[split.val], config.interval
+    """Test metrics of the model, the reported forecast and every baseline; intervals.
+
+    The reported forecast is ``naive + w·(model - naive)`` (the naive log return
+    is 0, so ``w·model``) with w in [0, 1] chosen on the validation windows: the
+    network's forecast shrunk towards "no change" as far as validation says it
+    should be. Its intervals come from the three methods of ``intervals.py``.
+    """
+    raw = model.predict(windows.inputs, batch_size=1024, verbose=0).astype(np.float64)
+    weight = combination_weight(
+        raw[split.val], np.zeros_like(raw[split.val]), windows.targets[split.val]
     )
-    coverage = interval_coverage(predictions[split.test], windows.targets[split.test], lower, upper)
+    reported = weight * raw
+    mean, variance = stats
+    results = compare_methods(
+        raw, windows, split, close, mean, variance, config.ma_window, combination=weight
+    )
+    intervals = compare_intervals(
+        reported, windows.targets.astype(np.float64), split.val, split.test, config.interval
+    )
+    lower, upper = intervals["next_offsets"]
+    chosen = intervals["methods"][REPORTED_INTERVAL]
     return {
         "methods": results,
+        "combination_weight": weight,
         "interval": {
             "coverage_target": config.interval,
+            "method": REPORTED_INTERVAL,
+            "methods": intervals["methods"],
             "lower_log_return": lower.tolist(),
             "upper_log_return": upper.tolist(),
-            "test_coverage": coverage,
+            "test_coverage": float(np.mean(chosen["coverage"])),
         },
-        "predictions": predictions,
+        "bounds": intervals["bounds"][REPORTED_INTERVAL],
+        "predictions": reported,
     }
 
 
@@ -192,12 +206,14 @@ def main(config: StockConfig) -> dict:
         "periods": periods,
         "test": methods,
         "interval": evaluation["interval"],
+        "combination_weight": evaluation["combination_weight"],
         "model_beats_naive_rmse": methods["model"]["rmse"] < methods["naive"]["rmse"],
     }
     if config.walk_forward:
         metrics["walk_forward"] = walk_forward(config, windows, split, strategy, close, methods)
 
-    plot_test_forecast(windows, split, evaluation, source, run.plots_dir / "test_forecast.png")
+    title = Path(source).name if config.csv else source
+    plot_test_forecast(windows, split, evaluation, title, run.plots_dir / "test_forecast.png")
     log.info(
         "Test period %s to %s, %s:\n%s",
         periods["test"]["first"],
@@ -205,19 +221,41 @@ def main(config: StockConfig) -> dict:
         source,
         format_table(methods),
     )
+    for name, measured in evaluation["interval"]["methods"].items():
+        log.info(
+            "%.0f%% interval, %-18s: %s of test outcomes inside, mean width %s (log return)%s",
+            100 * config.interval,
+            name,
+            ", ".join(f"{value:.1%}" for value in measured["coverage"]),
+            ", ".join(f"{value:.4f}" for value in measured["mean_width"]),
+            " (reported)" if name == evaluation["interval"]["method"] else "",
+        )
     log.info(
-        "80%% interval: %.1f%% of test outcomes inside (target %.0f%%)",
-        100 * evaluation["interval"]["test_coverage"],
-        100 * config.interval,
-    )
-    log.info(
-        "The %s %s the naive forecast on test RMSE (MASE %.3f).",
+        "The raw %s %s the naive forecast on test RMSE (relative MAE %.3f).",
         config.cell.upper(),
         "beats" if metrics["model_beats_naive_rmse"] else "does NOT beat",
-        methods["model"]["mase"],
+        methods["model"]["relative_mae"],
     )
-    run.finish(model, metrics)
+    weight = evaluation["combination_weight"]
+    log.info(
+        "Reported forecast: naive + %.2f x (%s - naive), w chosen on the validation days%s "
+        "(test relative MAE %.3f)",
+        weight,
+        config.cell.upper(),
+        ": the model adds nothing there, so the reported forecast is the naive one"
+        if weight == 0
+        else "",
+        methods["reported"]["relative_mae"],
+    )
+    run.finish(shrunk_towards_naive(model, weight), metrics)
     return metrics
+
+
+def shrunk_towards_naive(model: keras.Model, weight: float) -> keras.Model:
+    """The saved forecaster: the network's log returns times w (the naive log return is 0)."""
+    inputs = keras.Input(model.input.shape[1:], name="features")
+    outputs = keras.layers.Rescaling(weight, name="shrink_to_naive")(model(inputs))
+    return keras.Model(inputs, outputs, name=f"{model.name}_reported")
 
 
 def walk_forward(
@@ -278,7 +316,7 @@ def walk_forward(
     log.info(
         "Walk-forward mean over %d folds: %s",
         len(folds),
-        {name: round(values["mase"], 3) for name, values in mean.items()},
+        {name: round(values["relative_mae"], 3) for name, values in mean.items()},
     )
     return {"folds": folds, "mean": mean}
 
@@ -288,18 +326,25 @@ def plot_test_forecast(windows: Windows, split: Split, evaluation: dict, title: 
     test = windows.subset(split.test)
     predicted = evaluation["predictions"][split.test][:, 0]
     interval = evaluation["interval"]
-    lower = test.origin_close * np.exp(predicted + interval["lower_log_return"][0])
-    upper = test.origin_close * np.exp(predicted + interval["upper_log_return"][0])
+    lower = test.origin_close * np.exp(evaluation["bounds"][0][:, 0])
+    upper = test.origin_close * np.exp(evaluation["bounds"][1][:, 0])
     # Forecast for day t+1 is drawn at the date of t+1's origin row, i.e. the next window.
     dates = test.origin_dates[1:]
     figure, axis = plt.subplots(figsize=(10, 4.5))
     axis.plot(dates, test.origin_close[1:], color="black", linewidth=1.2, label="actual close")
     axis.plot(
         dates,
+        test.origin_close[:-1],
+        color="tab:orange",
+        linewidth=1,
+        label="naive (yesterday's close)",
+    )
+    axis.plot(
+        dates,
         (test.origin_close * np.exp(predicted))[:-1],
         color="tab:blue",
         linewidth=1,
-        label="model, next day",
+        label="reported forecast, next day",
     )
     axis.fill_between(
         dates,
@@ -307,7 +352,7 @@ def plot_test_forecast(windows: Windows, split: Split, evaluation: dict, title: 
         upper[:-1],
         color="tab:blue",
         alpha=0.2,
-        label=f"{interval['coverage_target']:.0%} interval "
+        label=f"{interval['coverage_target']:.0%} interval, {interval['method']} "
         f"(test coverage {interval['test_coverage']:.0%})",
     )
     axis.set_title(f"{title}: test period, one-day-ahead forecasts")
