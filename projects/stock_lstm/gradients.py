@@ -189,7 +189,7 @@ def plot_gradient_flow(curves: pd.DataFrame, title: str, path: Path) -> Path:
             label=f"{label}, {weights} weights",
         )
     axis.set_xlabel("k: steps before the day whose forecast error is the loss")
-    axis.set_ylabel("median ||dL/dh_(T-k)|| / ||dL/dh_T||")
+    axis.set_ylabel("median gradient norm at T - k / at T")
     axis.set_title(title)
     axis.grid(alpha=0.3, which="both")
     axis.legend()
