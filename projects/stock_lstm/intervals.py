@@ -25,7 +25,8 @@ import math
 
 import numpy as np
 
-DEFAULT_GAMMA = 0.005
+# Gibbs & Candes: coverage over T days is within (1 + gamma) / (gamma T) of the target.
+DEFAULT_GAMMA = 0.05
 
 
 def conformal_quantile(scores: np.ndarray, level: float) -> float:

@@ -140,7 +140,12 @@ def evaluate_split(
         raw, windows, split, close, mean, variance, config.ma_window, combination=weight
     )
     intervals = compare_intervals(
-        reported, windows.targets.astype(np.float64), split.val, split.test, config.interval
+        reported,
+        windows.targets.astype(np.float64),
+        split.val,
+        split.test,
+        config.interval,
+        config.interval_gamma,
     )
     lower, upper = intervals["next_offsets"]
     chosen = intervals["methods"][REPORTED_INTERVAL]
