@@ -162,6 +162,7 @@ def evaluate_split(
         },
         "bounds": intervals["bounds"][REPORTED_INTERVAL],
         "predictions": reported,
+        "raw_predictions": raw,
     }
 
 
@@ -327,44 +328,80 @@ def walk_forward(
 
 
 def plot_test_forecast(windows: Windows, split: Split, evaluation: dict, title: str, path) -> None:
-    """Actual closes of the test period against the model's next-day forecast and interval."""
+    """The test period: prices with the naive and reported forecasts and the interval
+    (next day, and the last step when the horizon is longer), then predicted against
+    actual next-day returns, where a one-day price plot cannot flatter."""
     test = windows.subset(split.test)
-    predicted = evaluation["predictions"][split.test][:, 0]
     interval = evaluation["interval"]
-    lower = test.origin_close * np.exp(evaluation["bounds"][0][:, 0])
-    upper = test.origin_close * np.exp(evaluation["bounds"][1][:, 0])
-    # Forecast for day t+1 is drawn at the date of t+1's origin row, i.e. the next window.
-    dates = test.origin_dates[1:]
-    figure, axis = plt.subplots(figsize=(10, 4.5))
-    axis.plot(dates, test.origin_close[1:], color="black", linewidth=1.2, label="actual close")
-    axis.plot(
-        dates,
-        test.origin_close[:-1],
-        color="tab:orange",
-        linewidth=1,
-        label="naive (yesterday's close)",
+    horizon = test.targets.shape[1]
+    steps = [0] + ([horizon - 1] if horizon > 1 else [])
+    figure, axes = plt.subplots(len(steps) + 1, 1, figsize=(10, 4.2 * (len(steps) + 1)))
+    for axis, step in zip(axes, steps, strict=False):
+        ahead = step + 1
+        predicted = evaluation["predictions"][split.test][:, step]
+        lower = test.origin_close * np.exp(evaluation["bounds"][0][:, step])
+        upper = test.origin_close * np.exp(evaluation["bounds"][1][:, step])
+        # The forecast made on day t for day t+k is drawn at the date of day t+k.
+        dates = test.origin_dates[ahead:]
+        shown = slice(0, len(dates))
+        axis.plot(dates, test.origin_close[ahead:], color="black", linewidth=1.2, label="actual")
+        axis.plot(
+            dates,
+            test.origin_close[shown],
+            color="tab:orange",
+            linewidth=1,
+            label=f"naive (the close {ahead} day{'s' if ahead > 1 else ''} before)",
+        )
+        axis.plot(
+            dates,
+            (test.origin_close * np.exp(predicted))[shown],
+            color="tab:blue",
+            linewidth=1,
+            label="reported forecast",
+        )
+        axis.fill_between(
+            dates,
+            lower[shown],
+            upper[shown],
+            color="tab:blue",
+            alpha=0.2,
+            label=f"{interval['coverage_target']:.0%} interval, {interval['method']} "
+            f"(test coverage {interval['methods'][interval['method']]['coverage'][step]:.0%})",
+        )
+        axis.set_title(
+            f"{title}: test period, forecasts {ahead} day{'s' if ahead > 1 else ''} ahead"
+        )
+        axis.set_ylabel("price")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    axis = axes[-1]
+    actual = test.targets[:, 0]
+    axis.scatter(
+        actual,
+        evaluation["raw_predictions"][split.test][:, 0],
+        s=6,
+        alpha=0.5,
+        color="tab:gray",
+        label="raw network",
     )
-    axis.plot(
-        dates,
-        (test.origin_close * np.exp(predicted))[:-1],
+    axis.scatter(
+        actual,
+        evaluation["predictions"][split.test][:, 0],
+        s=6,
+        alpha=0.6,
         color="tab:blue",
-        linewidth=1,
-        label="reported forecast, next day",
+        label=f"reported (w = {evaluation['combination_weight']:.2f})",
     )
-    axis.fill_between(
-        dates,
-        lower[:-1],
-        upper[:-1],
-        color="tab:blue",
-        alpha=0.2,
-        label=f"{interval['coverage_target']:.0%} interval, {interval['method']} "
-        f"(test coverage {interval['test_coverage']:.0%})",
+    axis.axhline(0, color="tab:orange", linewidth=1, label="naive (0)")
+    correlation = np.corrcoef(actual, evaluation["raw_predictions"][split.test][:, 0])[0, 1]
+    axis.set_title(
+        "next-day log returns: predicted against actual "
+        f"(raw network's correlation {correlation:.2f})"
     )
-    axis.set_title(f"{title}: test period, one-day-ahead forecasts")
-    axis.set_xlabel("date")
-    axis.set_ylabel("price")
+    axis.set_xlabel("actual log return")
+    axis.set_ylabel("predicted log return")
     axis.grid(alpha=0.3)
-    axis.legend()
+    axis.legend(fontsize=8)
     save_figure(figure, path)
 
 
