@@ -383,6 +383,19 @@ def test_combination_weight_is_chosen_on_validation_only():
     assert combination_weight(wrong_way, naive, targets) == 0.0
 
 
+def test_the_reported_forecast_stays_naive_unless_validation_shows_a_real_gain():
+    from projects.stock_lstm.train import choose_combination
+
+    rng = np.random.default_rng(1)
+    targets = rng.normal(scale=0.02, size=(250, 1))
+    lucky = rng.normal(scale=0.02, size=targets.shape)  # knows nothing
+    chosen = choose_combination(lucky, targets)
+    assert chosen["weight"] == 0.0 and chosen["validation_diebold_mariano"]["p_value"] >= 0.05
+    skilled = 0.6 * targets + rng.normal(scale=0.004, size=targets.shape)
+    chosen = choose_combination(skilled, targets)
+    assert chosen["weight"] == chosen["best_validation_weight"] > 0.5
+
+
 def test_the_reported_weight_ignores_the_test_period(aapl):
     features = compute_features(aapl.iloc[:400])
     windows = make_windows(aapl.iloc[:400], features, window=10, horizon=1)

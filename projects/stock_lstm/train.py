@@ -45,7 +45,12 @@ from projects.stock_lstm.data import (
     normalisation_stats,
     split_windows,
 )
-from projects.stock_lstm.evaluate import combination_weight, compare_methods, format_table
+from projects.stock_lstm.evaluate import (
+    combination_weight,
+    compare_methods,
+    diebold_mariano,
+    format_table,
+)
 from projects.stock_lstm.intervals import REPORTED_INTERVAL, compare_intervals
 from projects.stock_lstm.model import build_forecaster, compile_forecaster
 from shared.callbacks import standard_callbacks
@@ -131,9 +136,8 @@ def evaluate_split(
     should be. Its intervals come from the three methods of ``intervals.py``.
     """
     raw = model.predict(windows.inputs, batch_size=1024, verbose=0).astype(np.float64)
-    weight = combination_weight(
-        raw[split.val], np.zeros_like(raw[split.val]), windows.targets[split.val]
-    )
+    combination = choose_combination(raw[split.val], windows.targets[split.val])
+    weight = combination["weight"]
     reported = weight * raw
     mean, variance = stats
     results = compare_methods(
@@ -152,6 +156,7 @@ def evaluate_split(
     return {
         "methods": results,
         "combination_weight": weight,
+        "combination": combination,
         "interval": {
             "coverage_target": config.interval,
             "method": REPORTED_INTERVAL,
@@ -163,6 +168,34 @@ def evaluate_split(
         "bounds": intervals["bounds"][REPORTED_INTERVAL],
         "predictions": reported,
         "raw_predictions": raw,
+    }
+
+
+# The reported forecast leaves the naive one only when the validation days show the gain
+# is real: the best w's Diebold-Mariano test against naive must have p below this.
+COMBINATION_SIGNIFICANCE = 0.05
+
+
+def choose_combination(raw_val: np.ndarray, targets_val: np.ndarray) -> dict:
+    """w of ``naive + w·(model - naive)``, from the validation windows only.
+
+    The w with the lowest validation MAE, kept only if its validation errors beat
+    the naive forecast's significantly (Diebold-Mariano p < 0.05); otherwise 0: a
+    gain that small on a few hundred days is as likely luck, and on the test
+    days it can turn into a loss.
+    """
+    naive = np.zeros_like(raw_val)
+    best = combination_weight(raw_val, naive, targets_val)
+    test = diebold_mariano(
+        np.abs(targets_val - best * raw_val).mean(axis=1),
+        np.abs(targets_val).mean(axis=1),
+        raw_val.shape[1],
+    )
+    significant = test["statistic"] < 0 and test["p_value"] < COMBINATION_SIGNIFICANCE
+    return {
+        "weight": best if significant else 0.0,
+        "best_validation_weight": best,
+        "validation_diebold_mariano": test,
     }
 
 
@@ -213,6 +246,7 @@ def main(config: StockConfig) -> dict:
         "test": methods,
         "interval": evaluation["interval"],
         "combination_weight": evaluation["combination_weight"],
+        "combination": evaluation["combination"],
         "model_beats_naive_rmse": methods["model"]["rmse"] < methods["naive"]["rmse"],
     }
     if config.walk_forward:
@@ -242,18 +276,22 @@ def main(config: StockConfig) -> dict:
         "beats" if metrics["model_beats_naive_rmse"] else "does NOT beat",
         methods["model"]["relative_mae"],
     )
-    weight = evaluation["combination_weight"]
+    combination = evaluation["combination"]
+    dm = combination["validation_diebold_mariano"]
     log.info(
-        "Reported forecast: naive + %.2f x (%s - naive), w chosen on the validation days%s "
+        "Reported forecast: naive + %.2f x (%s - naive), w from the validation days: %s "
         "(test relative MAE %.3f)",
-        weight,
+        combination["weight"],
         config.cell.upper(),
-        ": the model adds nothing there, so the reported forecast is the naive one"
-        if weight == 0
-        else "",
+        f"the best w there, {combination['best_validation_weight']:.2f}, beats naive "
+        f"significantly (Diebold-Mariano p = {dm['p_value']:.3f})"
+        if combination["weight"]
+        else f"the model adds nothing there that is not luck (best w "
+        f"{combination['best_validation_weight']:.2f}, Diebold-Mariano p = "
+        f"{dm['p_value']:.2f}), so the reported forecast is the naive one",
         methods["reported"]["relative_mae"],
     )
-    run.finish(shrunk_towards_naive(model, weight), metrics)
+    run.finish(shrunk_towards_naive(model, combination["weight"]), metrics)
     return metrics
 
 
