@@ -441,3 +441,20 @@ def test_the_saved_forecaster_is_the_reported_one(tmp_path):
         rtol=1e-5,
         atol=1e-8,
     )
+
+
+def test_volatility_target_is_scored_against_naive_har_and_garch_and_forecast(tmp_path):
+    run_dir = tmp_path / "vol"
+    metrics = train_stock(
+        StockConfig(run_dir=str(run_dir), target="volatility", horizon=5, **QUICK)
+    )
+    assert set(metrics["test"]) == {"model", "naive", "har", "garch"}
+    for name in ("naive", "har", "garch"):
+        assert set(metrics["test"][name]["model_vs_this"]) == {"mse", "qlike"}
+    assert metrics["test"]["model"]["qlike"] > 0 and 0 < metrics["garch_parameters"]["beta[1]"] < 1
+    assert (run_dir / "plots" / "test_volatility.png").exists()
+    result = run_module("projects.stock_lstm.forecast", "--run-dir", str(run_dir))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "realised volatility of the 5 trading days after 2023-12-29" in result.stdout
+    with pytest.raises(ConfigError, match="--walk-forward evaluates price forecasts only"):
+        StockConfig(target="volatility", walk_forward=2)

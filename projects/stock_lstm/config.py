@@ -24,6 +24,13 @@ class StockConfig(TrainConfig):
     cache_dir: str = option("", "Folder caching downloaded prices (default: .cache/prices).")
     window: int = option(60, "Past trading days the model sees.", minimum=2)
     horizon: int = option(1, "Future trading days forecast at once.", minimum=1)
+    target: str = option(
+        "price",
+        "What to forecast: price (the log returns to the next --horizon closes) or "
+        "volatility (the realised volatility of the next --horizon days, against naive, "
+        "HAR-RV and GARCH(1,1)).",
+        choices=("price", "volatility"),
+    )
     cell: str = option("lstm", "Recurrent cell.", choices=CELLS)
     units: int = option(64, "Units per recurrent layer.", minimum=1)
     layers: int = option(1, "Stacked recurrent layers.", minimum=1)
@@ -48,6 +55,10 @@ class StockConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.target == "volatility" and self.walk_forward:
+            raise ConfigError(
+                "--walk-forward evaluates price forecasts only; drop it or use --target price."
+            )
         test_periods = max(self.walk_forward, 1)
         if self.val_fraction + test_periods * self.test_fraction >= 0.9:
             raise ConfigError(

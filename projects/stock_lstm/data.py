@@ -80,10 +80,30 @@ class Windows:
         return Windows(**{f.name: getattr(self, f.name)[rows] for f in dataclasses.fields(self)})
 
 
+def realised_volatility(returns: np.ndarray, origins: np.ndarray, horizon: int) -> np.ndarray:
+    """sqrt(sum of r^2 over days origin+1 .. origin+horizon) for each origin row of ``returns``."""
+    squares = np.concatenate([[0.0], np.cumsum(np.asarray(returns, np.float64) ** 2)])
+    return np.sqrt(squares[origins + 1 + horizon] - squares[origins + 1])
+
+
+def daily_log_returns(prices: pd.DataFrame) -> np.ndarray:
+    """log(close_t / close_(t-1)) for every price row (0 for the first)."""
+    close = prices["Close"].to_numpy(dtype=np.float64)
+    return np.concatenate([[0.0], np.diff(np.log(close))])
+
+
 def make_windows(
-    prices: pd.DataFrame, features: pd.DataFrame, window: int, horizon: int
+    prices: pd.DataFrame,
+    features: pd.DataFrame,
+    window: int,
+    horizon: int,
+    target: str = "price",
 ) -> Windows:
-    """Cut the series into windows; window i has its origin at price row ``window + i``."""
+    """Cut the series into windows; window i has its origin at price row ``window + i``.
+
+    ``target="volatility"``: the target is the realised volatility of the next
+    ``horizon`` days instead, shape (n, 1).
+    """
     close = prices["Close"].to_numpy(dtype=np.float64)
     values = features.to_numpy(dtype=np.float32)
     count = len(close) - window - horizon
@@ -97,9 +117,12 @@ def make_windows(
     steps = np.arange(1, horizon + 1)
     future_close = close[origins[:, None] + steps[None, :]]
     origin_close = close[origins]
+    targets = np.log(future_close / origin_close[:, None])
+    if target == "volatility":
+        targets = realised_volatility(daily_log_returns(prices), origins, horizon)[:, None]
     return Windows(
         inputs=inputs,
-        targets=np.log(future_close / origin_close[:, None]).astype(np.float32),
+        targets=targets.astype(np.float32),
         origin_close=origin_close,
         future_close=future_close,
         origin_dates=prices.index.to_numpy()[origins],

@@ -121,6 +121,21 @@ class Forecast:
     coverage: float
 
 
+def _checked_features(prices: pd.DataFrame, name: str, config: dict, metrics: dict):
+    """The series' features, if they are the model's and there are enough days."""
+    features = compute_features(prices)
+    if list(features.columns) != metrics["features"]:
+        raise ForecastError(
+            f"the model was trained on features {metrics['features']}, but {name} gives "
+            f"{list(features.columns)}: it lacks the columns they come from (High/Low, Volume)."
+        )
+    if len(features) < config["window"]:
+        raise ForecastError(
+            f"{name} has {len(prices)} days; the model needs at least {config['window'] + 1}."
+        )
+    return features
+
+
 def forecast(
     run_dir: str,
     days: int,
@@ -134,17 +149,8 @@ def forecast(
     run = load_run(run_dir, inference="projects.stock_lstm.forecast")
     config, metrics = run.config, run.metrics
     prices, name = latest_prices(config, ticker, csv, cache_dir or config.get("cache_dir"))
-    features = compute_features(prices)
-    if list(features.columns) != metrics["features"]:
-        raise ForecastError(
-            f"the model was trained on features {metrics['features']}, but {name} gives "
-            f"{list(features.columns)}: it lacks the columns they come from (High/Low, Volume)."
-        )
+    features = _checked_features(prices, name, config, metrics)
     window = config["window"]
-    if len(features) < window:
-        raise ForecastError(
-            f"{name} has {len(prices)} days; the model needs at least {window + 1}."
-        )
     last_date = prices.index[-1]
     age = (pd.Timestamp(dt.date.today()) - last_date).days
     if age > 7:
@@ -175,6 +181,40 @@ def forecast(
         index=dates,
     )
     return Forecast(table, prices["Close"], name, float(interval["coverage_target"]))
+
+
+@dataclasses.dataclass
+class VolatilityForecast:
+    """The network's forecast of the realised volatility of the next ``horizon`` days."""
+
+    name: str
+    last_date: pd.Timestamp
+    horizon: int
+    volatility: float
+
+    def describe(self) -> str:
+        """Two lines for the terminal: the figure, and what it means in percent."""
+        annualised = self.volatility * np.sqrt(252 / self.horizon)
+        return (
+            f"{self.name}: realised volatility of the {self.horizon} trading days after "
+            f"{self.last_date:%Y-%m-%d}: {self.volatility:.4f} in log returns\n"
+            f"(the typical size of a {self.horizon}-day move: about ±{self.volatility:.1%}; "
+            f"annualised {annualised:.0%})"
+        )
+
+
+def forecast_volatility(
+    run_dir: str, ticker: str | None = None, csv: str | None = None, cache_dir: str | None = None
+) -> VolatilityForecast:
+    """A --target volatility run's forecast from the latest window of the series."""
+    run = load_run(run_dir, inference="projects.stock_lstm.forecast")
+    prices, name = latest_prices(run.config, ticker, csv, cache_dir or run.config.get("cache_dir"))
+    features = _checked_features(prices, name, run.config, run.metrics)
+    window = features.to_numpy(dtype=np.float32)[-run.config["window"] :]
+    predicted = float(run.model.predict(window[None], verbose=0)[0, 0])
+    return VolatilityForecast(
+        name, prices.index[-1], int(run.config["horizon"]), max(predicted, 1e-4)
+    )
 
 
 def plot_forecast(result: Forecast, path) -> None:
@@ -212,6 +252,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
 
+    run_config = exit_on_user_error(lambda: load_run(args.run_dir).config)
+    if run_config.get("target") == "volatility":
+        result = exit_on_user_error(
+            lambda: forecast_volatility(args.run_dir, args.ticker, args.csv, args.cache_dir)
+        )
+        print(result.describe())
+        return 0
     result = exit_on_user_error(
         lambda: forecast(args.run_dir, args.days, args.ticker, args.csv, args.cache_dir)
     )

@@ -40,6 +40,7 @@ from projects.stock_lstm.data import (
     Windows,
     check_length,
     compute_features,
+    daily_log_returns,
     load_config_prices,
     make_windows,
     normalisation_stats,
@@ -53,6 +54,12 @@ from projects.stock_lstm.evaluate import (
 )
 from projects.stock_lstm.intervals import REPORTED_INTERVAL, compare_intervals
 from projects.stock_lstm.model import build_forecaster, compile_forecaster
+from projects.stock_lstm.volatility import (
+    garch_volatility,
+    har_volatility,
+    naive_volatility,
+    volatility_metrics,
+)
 from shared.callbacks import standard_callbacks
 from shared.cli import fit_verbosity, run_training_cli
 from shared.distribute import select_strategy
@@ -176,6 +183,115 @@ def evaluate_split(
 COMBINATION_SIGNIFICANCE = 0.05
 
 
+VOLATILITY_METHODS = {"model": "network", "naive": "naive", "har": "HAR-RV", "garch": "GARCH(1,1)"}
+
+
+def evaluate_volatility(
+    model: keras.Model, config: StockConfig, windows: Windows, split: Split, returns: np.ndarray
+) -> dict:
+    """MSE and QLIKE of the network and the naive, HAR-RV and GARCH(1,1) forecasts on test."""
+    horizon = config.horizon
+    origins = windows.origin_rows
+    # A volatility is positive; the network's linear output is floored just above 0.
+    network = np.maximum(
+        model.predict(windows.inputs, batch_size=1024, verbose=0)[:, 0].astype(np.float64), 1e-4
+    )
+    garch, parameters = garch_volatility(
+        returns, origins, horizon, train_end=int(origins[split.train][-1]) + 1
+    )
+    forecasts = {
+        "model": network,
+        "naive": naive_volatility(returns, origins, horizon),
+        "har": har_volatility(returns, origins, horizon, split.train),
+        "garch": garch,
+    }
+    realised = windows.targets[:, 0].astype(np.float64)
+    scores = volatility_metrics(
+        {name: values[split.test] for name, values in forecasts.items()},
+        realised[split.test],
+        horizon,
+    )
+    return {"methods": scores, "garch_parameters": parameters, "forecasts": forecasts}
+
+
+def format_volatility_table(scores: dict[str, dict]) -> str:
+    """MSE (of the variance, x 1e8) and QLIKE of each method, with the network's DM tests."""
+    header = f"{'method':<12}{'MSE x1e8':>10}{'QLIKE':>8}   network vs this: DM p (MSE, QLIKE)"
+    lines = [header, "-" * len(header)]
+    for name, score in scores.items():
+        test = score.get("model_vs_this")
+        versus = (
+            f"   {test['mse']['statistic']:+.2f} p={test['mse']['p_value']:.3f}, "
+            f"{test['qlike']['statistic']:+.2f} p={test['qlike']['p_value']:.3f}"
+            if test
+            else ""
+        )
+        lines.append(
+            f"{VOLATILITY_METHODS[name]:<12}{score['mse'] * 1e8:>10.3f}"
+            f"{score['qlike']:>8.3f}{versus}"
+        )
+    lines.append("DM statistic < 0: the network's loss is lower than this method's.")
+    return "\n".join(lines)
+
+
+def finish_volatility_run(run, model, config, windows, split, prices, source, periods) -> dict:
+    """Score a --target volatility run, plot it, save it; returns metrics.json's content."""
+    returns = daily_log_returns(prices)
+    evaluation = evaluate_volatility(model, config, windows, split, returns)
+    scores = evaluation["methods"]
+    metrics = {
+        "source": source,
+        "target": "volatility",
+        "cell": config.cell,
+        "features": list(compute_features(prices.iloc[:3]).columns),
+        "periods": periods,
+        "test": scores,
+        "garch_parameters": evaluation["garch_parameters"],
+    }
+    title = Path(source).name if config.csv else source
+    plot_volatility(
+        windows, split, evaluation["forecasts"], title, run.plots_dir / "test_volatility.png"
+    )
+    log.info(
+        "Test period %s to %s, %s, realised volatility of the next %d day(s):\n%s",
+        periods["test"]["first"],
+        periods["test"]["last"],
+        source,
+        config.horizon,
+        format_volatility_table(scores),
+    )
+    best = min(scores, key=lambda name: scores[name]["qlike"])
+    log.info("Lowest QLIKE on the test days: %s", VOLATILITY_METHODS[best])
+    run.finish(model, metrics)
+    return metrics
+
+
+def plot_volatility(windows: Windows, split: Split, forecasts: dict, title: str, path) -> None:
+    """Realised volatility of the test period against each method's forecast of it."""
+    test = windows.subset(split.test)
+    figure, axis = plt.subplots(figsize=(10, 4.5))
+    axis.plot(test.origin_dates, test.targets[:, 0], color="black", linewidth=1.2, label="realised")
+    for name, colour in (
+        ("naive", "tab:orange"),
+        ("har", "tab:green"),
+        ("garch", "tab:purple"),
+        ("model", "tab:blue"),
+    ):
+        axis.plot(
+            test.origin_dates,
+            forecasts[name][split.test],
+            color=colour,
+            linewidth=1,
+            label=VOLATILITY_METHODS[name],
+        )
+    axis.set_title(f"{title}: realised volatility of the next days, test period")
+    axis.set_xlabel("forecast origin")
+    axis.set_ylabel("volatility (log-return units)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    save_figure(figure, path)
+
+
 def choose_combination(raw_val: np.ndarray, targets_val: np.ndarray) -> dict:
     """w of ``naive + w·(model - naive)``, from the validation windows only.
 
@@ -215,7 +331,7 @@ def main(config: StockConfig) -> dict:
     prices, source = load_config_prices(config)
     check_length(prices, config, source)
     features = compute_features(prices)
-    windows = make_windows(prices, features, config.window, config.horizon)
+    windows = make_windows(prices, features, config.window, config.horizon, config.target)
     split = split_windows(len(windows), config.horizon, config.val_fraction, config.test_fraction)
     periods = {name: period(windows, getattr(split, name)) for name in ("train", "val", "test")}
     for name, part in periods.items():
@@ -234,6 +350,8 @@ def main(config: StockConfig) -> dict:
         restore_best_weights=False,
     )
     run.keep_chosen_epoch(model)  # --keep: the best validation epoch (default) or the last
+    if config.target == "volatility":
+        return finish_volatility_run(run, model, config, windows, split, prices, source, periods)
     close = prices["Close"].to_numpy(dtype=np.float64)
     evaluation = evaluate_split(model, config, windows, split, stats, close)
     methods = evaluation["methods"]
