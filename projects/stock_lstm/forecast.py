@@ -14,6 +14,9 @@ return is fed back as the newest input day (the other features at their
 training mean), and the interval widens with the square root of the steps
 beyond the horizon, assuming independent daily errors. Expect it to be
 optimistic far out.
+
+For a ``--target volatility`` run it prints the forecast realised volatility
+of the ``--horizon`` trading days after the latest close instead.
 """
 
 from __future__ import annotations
