@@ -458,3 +458,26 @@ def test_volatility_target_is_scored_against_naive_har_and_garch_and_forecast(tm
     assert "realised volatility of the 5 trading days after 2023-12-29" in result.stdout
     with pytest.raises(ConfigError, match="--walk-forward evaluates price forecasts only"):
         StockConfig(target="volatility", walk_forward=2)
+
+
+def test_a_global_model_is_split_at_the_same_dates_and_scored_per_ticker(tmp_path):
+    from projects.stock_lstm.global_model import load_all_series
+
+    config = StockConfig(run_dir=str(tmp_path / "global"), tickers="AAPL,nvda", **QUICK)
+    series = load_all_series(config)
+    assert [one.ticker for one in series] == ["AAPL", "NVDA"]
+    for name in ("train", "val", "test"):
+        first, second = (one.windows.origin_dates[getattr(one.split, name)] for one in series)
+        assert first[0] == second[0] and first[-1] == second[-1]
+    # Each series is normalised by its own training days: NVDA's returns are wider.
+    assert series[1].target_scale > series[0].target_scale
+    metrics = train_stock(config)
+    assert set(metrics["tickers"]) == {"AAPL", "NVDA"}
+    tested = [metrics["tickers"][t]["periods"]["test"] for t in ("AAPL", "NVDA")]
+    assert tested[0] == tested[1]
+    for ticker in ("AAPL", "NVDA"):
+        assert metrics["tickers"][ticker]["test"]["naive"]["relative_mae"] == 1.0
+    refused = run_module("projects.stock_lstm.forecast", "--run-dir", str(tmp_path / "global"))
+    assert refused.returncode == 2 and "holds a global model" in refused.stderr
+    with pytest.raises(ConfigError, match="does not combine with --csv"):
+        StockConfig(tickers="AAPL,MSFT", csv="x.csv")

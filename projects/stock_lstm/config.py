@@ -19,6 +19,11 @@ class StockConfig(TrainConfig):
     batch_size: int = option(64, "Global batch size.", minimum=1)
     ticker: str = option("AAPL", "Yahoo Finance symbol (bundled offline: AAPL GOOGL MSFT NVDA).")
     csv: str = option("", "Train on this CSV (Date, Close; Open/High/Low/Volume used if present).")
+    tickers: str = option(
+        "",
+        "Train one global model on several tickers, comma-separated (e.g. AAPL,MSFT,NVDA,GOOGL), "
+        "each normalised on its own, scored per ticker.",
+    )
     start: str = option("2013-01-01", "First date of the price history (YYYY-MM-DD).")
     end: str = option("2024-01-01", "Day after the last date (YYYY-MM-DD).")
     cache_dir: str = option("", "Folder caching downloaded prices (default: .cache/prices).")
@@ -55,6 +60,11 @@ class StockConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.tickers and (self.csv or self.walk_forward):
+            raise ConfigError(
+                "--tickers trains a global model on downloaded or bundled prices; it does not "
+                "combine with --csv or --walk-forward."
+            )
         if self.target == "volatility" and self.walk_forward:
             raise ConfigError(
                 "--walk-forward evaluates price forecasts only; drop it or use --target price."

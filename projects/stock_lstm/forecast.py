@@ -256,6 +256,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
 
     run_config = exit_on_user_error(lambda: load_run(args.run_dir).config)
+    if run_config.get("tickers"):
+        print(
+            f"error: {args.run_dir} holds a global model (--tickers); forecast.py works with "
+            "single-ticker runs: train one with --ticker.",
+            file=sys.stderr,
+        )
+        return 2
     if run_config.get("target") == "volatility":
         result = exit_on_user_error(
             lambda: forecast_volatility(args.run_dir, args.ticker, args.csv, args.cache_dir)

@@ -52,6 +52,7 @@ from projects.stock_lstm.evaluate import (
     diebold_mariano,
     format_table,
 )
+from projects.stock_lstm.global_model import train_global
 from projects.stock_lstm.intervals import REPORTED_INTERVAL, compare_intervals
 from projects.stock_lstm.model import build_forecaster, compile_forecaster
 from projects.stock_lstm.volatility import (
@@ -143,6 +144,18 @@ def evaluate_split(
     should be. Its intervals come from the three methods of ``intervals.py``.
     """
     raw = model.predict(windows.inputs, batch_size=1024, verbose=0).astype(np.float64)
+    return evaluate_price_predictions(raw, config, windows, split, stats, close)
+
+
+def evaluate_price_predictions(
+    raw: np.ndarray,
+    config: StockConfig,
+    windows: Windows,
+    split: Split,
+    stats: tuple[np.ndarray, np.ndarray],
+    close: np.ndarray,
+) -> dict:
+    """`evaluate_split` for the network's log-return forecasts ``raw`` of every window."""
     combination = choose_combination(raw[split.val], windows.targets[split.val])
     weight = combination["weight"]
     reported = weight * raw
@@ -190,12 +203,18 @@ def evaluate_volatility(
     model: keras.Model, config: StockConfig, windows: Windows, split: Split, returns: np.ndarray
 ) -> dict:
     """MSE and QLIKE of the network and the naive, HAR-RV and GARCH(1,1) forecasts on test."""
+    predicted = model.predict(windows.inputs, batch_size=1024, verbose=0)[:, 0]
+    return evaluate_volatility_predictions(predicted, config, windows, split, returns)
+
+
+def evaluate_volatility_predictions(
+    predicted: np.ndarray, config: StockConfig, windows: Windows, split: Split, returns
+) -> dict:
+    """`evaluate_volatility` for the network's forecasts ``predicted`` of every window."""
     horizon = config.horizon
     origins = windows.origin_rows
     # A volatility is positive; the network's linear output is floored just above 0.
-    network = np.maximum(
-        model.predict(windows.inputs, batch_size=1024, verbose=0)[:, 0].astype(np.float64), 1e-4
-    )
+    network = np.maximum(np.asarray(predicted, dtype=np.float64), 1e-4)
     garch, parameters = garch_volatility(
         returns, origins, horizon, train_end=int(origins[split.train][-1]) + 1
     )
@@ -216,7 +235,7 @@ def evaluate_volatility(
 
 def format_volatility_table(scores: dict[str, dict]) -> str:
     """MSE (of the variance, x 1e8) and QLIKE of each method, with the network's DM tests."""
-    header = f"{'method':<12}{'MSE x1e8':>10}{'QLIKE':>8}   network vs this: DM p (MSE, QLIKE)"
+    header = f"{'method':<12}{'MSE x1e8':>10}{'QLIKE':>9}   network vs this: DM p (MSE, QLIKE)"
     lines = [header, "-" * len(header)]
     for name, score in scores.items():
         test = score.get("model_vs_this")
@@ -228,7 +247,7 @@ def format_volatility_table(scores: dict[str, dict]) -> str:
         )
         lines.append(
             f"{VOLATILITY_METHODS[name]:<12}{score['mse'] * 1e8:>10.3f}"
-            f"{score['qlike']:>8.3f}{versus}"
+            f"{score['qlike']:>9.3f}{versus}"
         )
     lines.append("DM statistic < 0: the network's loss is lower than this method's.")
     return "\n".join(lines)
@@ -328,6 +347,8 @@ def period(windows: Windows, rows: slice) -> dict:
 def main(config: StockConfig) -> dict:
     """Train, evaluate against the baselines, save the run; returns metrics.json's content."""
     run = start_run("stock_lstm", config)
+    if config.tickers:
+        return train_global(config, run)
     prices, source = load_config_prices(config)
     check_length(prices, config, source)
     features = compute_features(prices)

@@ -1,0 +1,226 @@
+"""One model, many tickers: a global forecaster trained on the windows of every series.
+
+    python -m projects.stock_lstm.train --tickers AAPL,MSFT,NVDA,GOOGL
+    python -m projects.stock_lstm.train --tickers AAPL,MSFT --target volatility --horizon 5
+
+Each series gets its own normalisation (its training days' feature mean and
+variance, and the spread of its training targets), so a $400 stock and a $40
+one look alike to the network; the windows of all series are pooled and one
+network learns from all of them. The chronological split is made at the same
+dates for every series (those of the first ticker's split), so the global model
+is scored per ticker on exactly the test days of the single-ticker runs, next to
+the same baselines.
+
+The saved model takes windows normalised per series (the statistics are in
+``metrics.json``); ``forecast.py`` works with single-ticker runs only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+
+from projects.stock_lstm.config import StockConfig
+from projects.stock_lstm.data import (
+    Split,
+    Windows,
+    check_length,
+    compute_features,
+    daily_log_returns,
+    make_windows,
+    normalisation_stats,
+    split_windows,
+)
+from projects.stock_lstm.evaluate import format_table
+from shared.callbacks import standard_callbacks
+from shared.cli import fit_verbosity
+from shared.distribute import select_strategy
+from shared.errors import UserError
+from shared.prices import load_prices
+
+log = logging.getLogger("stock_lstm")
+
+
+@dataclasses.dataclass
+class Series:
+    """One ticker's windows, its split at the shared dates and its normalisation."""
+
+    ticker: str
+    prices: object
+    windows: Windows
+    split: Split
+    feature_mean: np.ndarray
+    feature_variance: np.ndarray
+    target_scale: float
+
+    def normalised_inputs(self) -> np.ndarray:
+        return ((self.windows.inputs - self.feature_mean) / np.sqrt(self.feature_variance)).astype(
+            np.float32
+        )
+
+
+def split_at_dates(windows: Windows, reference: Windows, reference_split: Split) -> Split:
+    """The split of ``windows`` whose parts start and end at the dates of the reference's."""
+    dates = windows.origin_dates
+    bounds = {}
+    for name in ("train", "val", "test"):
+        part = getattr(reference_split, name)
+        first = reference.origin_dates[part.start]
+        last = reference.origin_dates[part.stop - 1]
+        start = int(np.searchsorted(dates, first, side="left"))
+        stop = int(np.searchsorted(dates, last, side="right"))
+        if stop - start < 10:
+            raise UserError(
+                f"a series has only {stop - start} windows in the {name} period "
+                f"{str(first)[:10]} to {str(last)[:10]} of the first ticker; give tickers "
+                "that cover the same years (--start, --end)."
+            )
+        bounds[name] = slice(start, stop)
+    return Split(bounds["train"], bounds["val"], bounds["test"])
+
+
+def parse_tickers(text: str) -> list[str]:
+    """``"AAPL, msft"`` -> ``["AAPL", "MSFT"]``; at least two, no repeats."""
+    tickers = [part.strip().upper() for part in text.split(",") if part.strip()]
+    if len(tickers) < 2 or len(set(tickers)) != len(tickers):
+        raise UserError(
+            f"--tickers {text!r}: give two or more different tickers separated by commas, "
+            "e.g. --tickers AAPL,MSFT,NVDA,GOOGL."
+        )
+    return tickers
+
+
+def load_all_series(config: StockConfig) -> list[Series]:
+    """Every ticker's windows, split at the first ticker's dates, with its statistics."""
+    series = []
+    reference = None
+    for ticker in parse_tickers(config.tickers):
+        prices = load_prices(ticker, config.start, config.end, config.cache_dir or None)
+        check_length(prices, config, ticker)
+        windows = make_windows(
+            prices, compute_features(prices), config.window, config.horizon, config.target
+        )
+        if reference is None:
+            split = split_windows(
+                len(windows), config.horizon, config.val_fraction, config.test_fraction
+            )
+            reference = (windows, split)
+        else:
+            split = split_at_dates(windows, *reference)
+        mean, variance = normalisation_stats(windows, split.train)
+        scale = float(np.sqrt(np.mean(windows.targets[split.train].astype(np.float64) ** 2)))
+        series.append(Series(ticker, prices, windows, split, mean, variance, scale))
+    return series
+
+
+def pooled(series: list[Series]) -> tuple[Windows, Split]:
+    """The training windows of every series, then the validation ones, normalised."""
+    parts = {"train": [], "val": []}
+    for one in series:
+        inputs = one.normalised_inputs()
+        targets = one.windows.targets / one.target_scale
+        for name in parts:
+            rows = getattr(one.split, name)
+            parts[name].append((inputs[rows], targets[rows]))
+    inputs = np.concatenate([x for name in parts for x, _ in parts[name]])
+    targets = np.concatenate([y for name in parts for _, y in parts[name]]).astype(np.float32)
+    train_count = sum(len(y) for _, y in parts["train"])
+    empty = np.zeros(len(targets))
+    windows = Windows(
+        inputs=inputs,
+        targets=targets,
+        origin_close=empty,
+        future_close=np.zeros_like(targets, dtype=np.float64),
+        origin_dates=empty,
+        origin_rows=np.zeros(len(targets), dtype=np.int64),
+    )
+    return windows, Split(slice(0, train_count), slice(train_count, len(targets)), slice(0, 0))
+
+
+def train_global(config: StockConfig, run) -> dict:
+    """Train one network on every ticker; score it per ticker; returns metrics.json's content."""
+    from projects.stock_lstm.train import (
+        evaluate_price_predictions,
+        evaluate_volatility_predictions,
+        fit_forecaster,
+        format_volatility_table,
+        period,
+    )
+
+    series = load_all_series(config)
+    windows, split = pooled(series)
+    features = windows.inputs.shape[-1]
+    log.info(
+        "Global model on %s: %d training and %d validation windows in all",
+        ", ".join(one.ticker for one in series),
+        split.train.stop,
+        split.val.stop - split.val.start,
+    )
+    model = fit_forecaster(
+        config,
+        windows,
+        split,
+        (np.zeros(features), np.ones(features)),
+        select_strategy(config.strategy),
+        standard_callbacks(run.path, examples_per_epoch=split.train.stop),
+        verbose=fit_verbosity(),
+        restore_best_weights=False,
+    )
+    run.keep_chosen_epoch(model)
+    per_ticker = {}
+    for one in series:
+        predicted = (
+            model.predict(one.normalised_inputs(), batch_size=1024, verbose=0).astype(np.float64)
+            * one.target_scale
+        )
+        periods = {
+            name: period(one.windows, getattr(one.split, name)) for name in ("train", "val", "test")
+        }
+        if config.target == "volatility":
+            evaluation = evaluate_volatility_predictions(
+                predicted[:, 0], config, one.windows, one.split, daily_log_returns(one.prices)
+            )
+            table = format_volatility_table(evaluation["methods"])
+        else:
+            close = one.prices["Close"].to_numpy(dtype=np.float64)
+            evaluation = evaluate_price_predictions(
+                predicted,
+                config,
+                one.windows,
+                one.split,
+                (one.feature_mean, one.feature_variance),
+                close,
+            )
+            table = format_table(evaluation["methods"])
+        log.info(
+            "%s, test period %s to %s (global model):\n%s",
+            one.ticker,
+            periods["test"]["first"],
+            periods["test"]["last"],
+            table,
+        )
+        per_ticker[one.ticker] = {
+            "periods": periods,
+            "test": evaluation["methods"],
+            "normalisation": {
+                "feature_mean": one.feature_mean.tolist(),
+                "feature_variance": one.feature_variance.tolist(),
+                "target_scale": one.target_scale,
+            },
+            **(
+                {"interval": evaluation["interval"], "combination": evaluation["combination"]}
+                if config.target == "price"
+                else {"garch_parameters": evaluation["garch_parameters"]}
+            ),
+        }
+    metrics = {
+        "source": config.tickers,
+        "global": True,
+        "target": config.target,
+        "cell": config.cell,
+        "tickers": per_ticker,
+    }
+    run.finish(model, metrics)
+    return metrics
