@@ -477,6 +477,12 @@ def test_a_global_model_is_split_at_the_same_dates_and_scored_per_ticker(tmp_pat
     assert tested[0] == tested[1]
     for ticker in ("AAPL", "NVDA"):
         assert metrics["tickers"][ticker]["test"]["naive"]["relative_mae"] == 1.0
+    # A CSV file can stand in for a ticker (here NVDA's bundled prices under another name).
+    (tmp_path / "acme.csv").write_text((BUNDLED_DIR / "NVDA.csv").read_text())
+    from_file = load_all_series(
+        StockConfig(tickers=f"AAPL,{tmp_path / 'acme.csv'}", **{**QUICK, "start": "2013-01-01"})
+    )
+    assert from_file[1].ticker == "acme.csv" and len(from_file[1].windows) > len(series[1].windows)
     refused = run_module("projects.stock_lstm.forecast", "--run-dir", str(tmp_path / "global"))
     assert refused.returncode == 2 and "holds a global model" in refused.stderr
     with pytest.raises(ConfigError, match="does not combine with --csv"):

@@ -21,8 +21,9 @@ class StockConfig(TrainConfig):
     csv: str = option("", "Train on this CSV (Date, Close; Open/High/Low/Volume used if present).")
     tickers: str = option(
         "",
-        "Train one global model on several tickers, comma-separated (e.g. AAPL,MSFT,NVDA,GOOGL), "
-        "each normalised on its own, scored per ticker.",
+        "Train one global model on several series, comma-separated tickers or .csv files "
+        "(e.g. AAPL,MSFT,NVDA,GOOGL or AAPL,my.csv), each normalised on its own, scored per "
+        "series.",
     )
     start: str = option("2013-01-01", "First date of the price history (YYYY-MM-DD).")
     end: str = option("2024-01-01", "Day after the last date (YYYY-MM-DD).")

@@ -2,6 +2,7 @@
 
     python -m projects.stock_lstm.train --tickers AAPL,MSFT,NVDA,GOOGL
     python -m projects.stock_lstm.train --tickers AAPL,MSFT --target volatility --horizon 5
+    python -m projects.stock_lstm.train --tickers AAPL,prices/acme.csv   # CSV files too
 
 Each series gets its own normalisation (its training days' feature mean and
 variance, and the spread of its training targets), so a $400 stock and a $40
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -38,7 +40,7 @@ from shared.callbacks import standard_callbacks
 from shared.cli import fit_verbosity
 from shared.distribute import select_strategy
 from shared.errors import UserError
-from shared.prices import load_prices
+from shared.prices import load_prices, read_price_csv
 
 log = logging.getLogger("stock_lstm")
 
@@ -82,8 +84,15 @@ def split_at_dates(windows: Windows, reference: Windows, reference_split: Split)
 
 
 def parse_tickers(text: str) -> list[str]:
-    """``"AAPL, msft"`` -> ``["AAPL", "MSFT"]``; at least two, no repeats."""
-    tickers = [part.strip().upper() for part in text.split(",") if part.strip()]
+    """``"AAPL, msft, my.csv"`` -> ``["AAPL", "MSFT", "my.csv"]``; at least two, no repeats.
+
+    Entries ending in ``.csv`` are price files (as ``--csv`` reads them), kept as written.
+    """
+    tickers = [
+        part.strip() if part.strip().lower().endswith(".csv") else part.strip().upper()
+        for part in text.split(",")
+        if part.strip()
+    ]
     if len(tickers) < 2 or len(set(tickers)) != len(tickers):
         raise UserError(
             f"--tickers {text!r}: give two or more different tickers separated by commas, "
@@ -96,8 +105,12 @@ def load_all_series(config: StockConfig) -> list[Series]:
     """Every ticker's windows, split at the first ticker's dates, with its statistics."""
     series = []
     reference = None
-    for ticker in parse_tickers(config.tickers):
-        prices = load_prices(ticker, config.start, config.end, config.cache_dir or None)
+    for entry in parse_tickers(config.tickers):
+        if entry.lower().endswith(".csv"):
+            prices, ticker = read_price_csv(entry), Path(entry).name
+        else:
+            prices = load_prices(entry, config.start, config.end, config.cache_dir or None)
+            ticker = entry
         check_length(prices, config, ticker)
         windows = make_windows(
             prices, compute_features(prices), config.window, config.horizon, config.target
