@@ -221,7 +221,9 @@ def test_inference_refuses_a_model_with_non_finite_weights(xor_run, tmp_path):
 
 def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     run_dir = tmp_path / "run"
-    command = [sys.executable, "-m", "projects.xor_mlp.train", "--epochs", "150", "--quick"]
+    # 300 epochs (about 20 s): long enough that the interrupt lands mid-run even when the
+    # machine is busy and this loop polls late.
+    command = [sys.executable, "-m", "projects.xor_mlp.train", "--epochs", "300", "--quick"]
     process = subprocess.Popen(
         [*command, "--run-dir", str(run_dir)],
         cwd=REPO_ROOT,
@@ -237,11 +239,11 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     assert process.returncode == 130
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert "Training interrupted." in stderr
-    assert f"-m projects.xor_mlp.train --epochs 150 --quick --run-dir {run_dir}" in stderr
+    assert f"-m projects.xor_mlp.train --epochs 300 --quick --run-dir {run_dir}" in stderr
 
     resumed = run_module(
-        "projects.xor_mlp.train", "--epochs", "150", "--quick", "--run-dir", str(run_dir)
+        "projects.xor_mlp.train", "--epochs", "300", "--quick", "--run-dir", str(run_dir)
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Resuming the interrupted run" in resumed.stderr
-    assert history_epochs(run_dir / "history.csv") == list(range(150))
+    assert history_epochs(run_dir / "history.csv") == list(range(300))
