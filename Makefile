@@ -28,7 +28,7 @@ install: $(INSTALLED) ## Create .venv and install requirements.txt (CPU)
 install-gpu: $(INSTALLED) ## Also install TensorFlow's CUDA libraries (NVIDIA GPUs, Linux)
 	$(BIN)/pip install --quiet "tensorflow[and-cuda]==2.21.*"
 
-test: lint ## Run the linter and the test suite (on both cores; about 10-15 minutes)
+test: lint ## Run the linter and the test suite (its files spread over both cores)
 	$(BIN)/python -m pytest $(ARGS)
 
 lint: $(INSTALLED) ## Check style and common bugs with ruff
