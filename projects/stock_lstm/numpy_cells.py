@@ -68,6 +68,15 @@ def lstm(
 # whose size shows whether a distant input can still move the loss.
 
 
+def _zero_gradients(inputs, kernel, recurrent_kernel, bias) -> dict[str, np.ndarray]:
+    return {
+        "kernel": np.zeros_like(kernel),
+        "recurrent_kernel": np.zeros_like(recurrent_kernel),
+        "bias": np.zeros_like(bias),
+        "inputs": np.zeros_like(inputs),
+    }
+
+
 def simple_rnn_sequence(inputs, kernel, recurrent_kernel, bias) -> np.ndarray:
     """Every hidden state h_1..h_T of the SimpleRNN: (batch, time, units)."""
     batch, steps, _ = inputs.shape
@@ -94,12 +103,7 @@ def simple_rnn_backward(inputs, kernel, recurrent_kernel, bias, output_gradients
     """
     states = simple_rnn_sequence(inputs, kernel, recurrent_kernel, bias)
     batch, steps, units = states.shape
-    grads = {
-        "kernel": np.zeros_like(kernel),
-        "recurrent_kernel": np.zeros_like(recurrent_kernel),
-        "bias": np.zeros_like(bias),
-        "inputs": np.zeros_like(inputs),
-    }
+    grads = _zero_gradients(inputs, kernel, recurrent_kernel, bias)
     hidden_gradients = np.zeros_like(states)
     carried = np.zeros((batch, units))  # dL/dh_t arriving from step t + 1
     for t in reversed(range(steps)):
@@ -167,12 +171,7 @@ def lstm_backward(inputs, kernel, recurrent_kernel, bias, output_gradients) -> d
     seen = lstm_sequence(inputs, kernel, recurrent_kernel, bias)
     i, f, g, o, c, h = (seen[name] for name in "ifgoch")
     batch, steps, units = h.shape
-    grads = {
-        "kernel": np.zeros_like(kernel),
-        "recurrent_kernel": np.zeros_like(recurrent_kernel),
-        "bias": np.zeros_like(bias),
-        "inputs": np.zeros_like(inputs),
-    }
+    grads = _zero_gradients(inputs, kernel, recurrent_kernel, bias)
     hidden_gradients = np.zeros_like(h)
     cell_gradients = np.zeros_like(c)
     carried_h = np.zeros((batch, units))
