@@ -120,27 +120,6 @@ def price_errors(predicted: np.ndarray, windows: Windows) -> np.ndarray:
     return np.abs(predicted_close - windows.future_close).mean(axis=1)
 
 
-def interval_offsets(
-    predicted_val: np.ndarray, targets_val: np.ndarray, coverage: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Lower and upper residual quantiles per step, from the validation windows.
-
-    A forecast ``p`` then has the interval ``[p + lower, p + upper]`` in log
-    returns, which holds ``coverage`` of the validation outcomes.
-    """
-    residuals = targets_val.astype(np.float64) - predicted_val
-    tail = (1 - coverage) / 2
-    return np.quantile(residuals, tail, axis=0), np.quantile(residuals, 1 - tail, axis=0)
-
-
-def interval_coverage(
-    predicted: np.ndarray, targets: np.ndarray, lower: np.ndarray, upper: np.ndarray
-) -> float:
-    """Share of outcomes inside their intervals."""
-    inside = (targets >= predicted + lower) & (targets <= predicted + upper)
-    return float(inside.mean())
-
-
 def compare_methods(
     model_predictions: np.ndarray,
     windows: Windows,

@@ -66,6 +66,7 @@ from shared.errors import UserError
 from shared.plots import save_figure
 from shared.prices import load_prices, read_price_csv
 from shared.runs import load_run
+from shared.saving import read_json_or_none
 
 log = logging.getLogger("stock_lstm")
 
@@ -255,7 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
 
-    run_config = exit_on_user_error(lambda: load_run(args.run_dir).config)
+    # Only the settings decide which forecast to make; forecast() loads and checks the run.
+    run_config = read_json_or_none(Path(args.run_dir) / "config.json")
+    run_config = run_config if isinstance(run_config, dict) else {}
     if run_config.get("tickers"):
         print(
             f"error: {args.run_dir} holds a global model (--tickers); forecast.py works with "

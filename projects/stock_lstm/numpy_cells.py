@@ -23,11 +23,7 @@ def simple_rnn(
     inputs: np.ndarray, kernel: np.ndarray, recurrent_kernel: np.ndarray, bias: np.ndarray
 ) -> np.ndarray:
     """h_t = tanh(W_x x_t + W_h h_{t-1} + b) over (batch, time, features); returns the last h."""
-    batch, steps, _ = inputs.shape
-    h = np.zeros((batch, kernel.shape[1]))
-    for t in range(steps):
-        h = np.tanh(inputs[:, t] @ kernel + h @ recurrent_kernel + bias)
-    return h
+    return simple_rnn_sequence(inputs, kernel, recurrent_kernel, bias)[:, -1]
 
 
 def lstm(
@@ -42,19 +38,7 @@ def lstm(
     c = f * c + i * g                    cell state: the long-term memory
     h = o * tanh(c)                      hidden state: the output at this step
     """
-    batch, steps, _ = inputs.shape
-    units = recurrent_kernel.shape[0]
-    h = np.zeros((batch, units))
-    c = np.zeros((batch, units))
-    for t in range(steps):
-        z = inputs[:, t] @ kernel + h @ recurrent_kernel + bias
-        i = sigmoid(z[:, :units])
-        f = sigmoid(z[:, units : 2 * units])
-        g = np.tanh(z[:, 2 * units : 3 * units])
-        o = sigmoid(z[:, 3 * units :])
-        c = f * c + i * g
-        h = o * np.tanh(c)
-    return h
+    return lstm_sequence(inputs, kernel, recurrent_kernel, bias)["h"][:, -1]
 
 
 # ---------------------------------------------------------------------------
