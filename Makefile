@@ -11,7 +11,7 @@ PROJECT ?= xor_mlp
 WORKERS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu test lint xor-mlp stock-lstm stock-lstm-forecast stock-gradients shakespeare shakespeare-generate shakespeare-attention shakespeare-compare bench-shakespeare cifar-cnn cifar-cnn-predict cifar-inspect cifar-evaluate cifar-tour bench-cifar multiworker bench-scaling tensorboard clean
+.PHONY: help install install-gpu test lint xor-mlp stock-lstm stock-lstm-forecast stock-gradients shakespeare shakespeare-generate shakespeare-attention shakespeare-compare bench-shakespeare cifar-cnn cifar-cnn-predict cifar-inspect cifar-evaluate cifar-tour bench-cifar export bench-export demo multiworker bench-scaling tensorboard clean
 
 help: ## List the targets
 	@grep -E '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | \
@@ -81,6 +81,10 @@ cifar-tour: $(INSTALLED) ## Train every CNN architecture for the same minutes; o
 
 bench-cifar: $(INSTALLED) ## Print CNN training throughput and GFLOP/s against a matmul
 	$(BIN)/python -m projects.cifar_cnn.bench $(ARGS)
+
+export: $(INSTALLED) ## Export a run for serving: RUN=runs/cifar_cnn/latest FORMAT=saved_model|tflite|onnx
+	@test -n "$(RUN)" -a -n "$(FORMAT)" || { echo 'usage: make export RUN=runs/cifar_cnn/latest FORMAT=saved_model|tflite|onnx [ARGS="--quantize int8"]' >&2; exit 2; }
+	$(BIN)/python -m shared.export --run-dir $(RUN) --format $(FORMAT) $(ARGS)
 
 multiworker: $(INSTALLED) ## Train PROJECT=<name> as WORKERS=N local workers (MultiWorkerMirroredStrategy)
 	$(BIN)/python -m shared.launch --workers $(WORKERS) -- $(BIN)/python -m projects.$(PROJECT).train $(ARGS)

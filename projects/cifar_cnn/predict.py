@@ -44,10 +44,12 @@ import sys
 from collections.abc import Sequence
 
 import numpy as np
+import tensorflow as tf
 
 from shared.cli import exit_on_user_error, setup_logging
-from shared.images import ImageDataError, read_image_file
-from shared.runs import load_run
+from shared.export import HeldOut, Serving, float32_twin, keras_call
+from shared.images import ImageDataError, load_image_data, read_image_file
+from shared.runs import LoadedRun, load_run
 
 log = logging.getLogger("cifar_cnn")
 
@@ -74,6 +76,50 @@ def classify(model, class_names: Sequence[str], paths: Sequence[str], top: int =
             best = np.argsort(row)[::-1][:top]
             results[path] = [(class_names[index], float(row[index])) for index in best]
     return results, errors
+
+
+# Held-out images scored when an export is checked (each is one call of the exported model).
+EXPORT_HELD_OUT_IMAGES = 200
+
+
+def serving(run: LoadedRun) -> Serving:
+    """What ``python -m shared.export`` exports: uint8 ``image`` -> ``probabilities``.
+
+    Test-time augmentation, when the run uses it, is part of the model and so of
+    the export.
+    """
+    model = float32_twin(run.model)
+    config = run.config
+    data = load_image_data(
+        config["data_dir"] or None,
+        config["image_size"],
+        config["validation_fraction"],
+        config["seed"],
+    )
+    size, classes = config["image_size"], run.metrics["class_names"]
+    # Every tenth held-out image: all classes, in a few hundred calls.
+    step = max(1, len(data.held_out_labels) // EXPORT_HELD_OUT_IMAGES)
+    held_out = data.held_out_images[::step][:EXPORT_HELD_OUT_IMAGES]
+    labels = data.held_out_labels[::step][:EXPORT_HELD_OUT_IMAGES]
+    representative = np.random.default_rng(0).permutation(len(data.train_labels))[:100]
+
+    def accuracy(runner) -> float:
+        predicted = [int(np.argmax(runner([image[None]])[0])) for image in held_out]
+        return float(np.mean(np.array(predicted) == labels))
+
+    return Serving(
+        call=keras_call(model),
+        trackable=model,
+        inputs=[tf.TensorSpec((None, size, size, 3), tf.uint8, name="image")],
+        outputs=["probabilities"],
+        samples=[[image[None]] for image in held_out[:8]],
+        representative=[[data.train_images[i][None]] for i in representative],
+        held_out=HeldOut(
+            f"accuracy on {len(labels)} held-out images", accuracy, higher_is_better=True
+        ),
+        description=f"image: RGB pixels 0-255, {size}x{size}. probabilities: one per class, "
+        f"in this order: {', '.join(classes)}.",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -55,6 +55,7 @@ if __name__ == "__main__":
     # Answer --help and usage errors at once, before TensorFlow loads (seconds).
     parse_args_before_tensorflow(build_parser())
 
+import json
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -63,6 +64,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from projects.shakespeare.data import load_text, split_text
 from projects.shakespeare.model import (
     context_window,
     initial_states,
@@ -71,7 +73,8 @@ from projects.shakespeare.model import (
 )
 from shared.cli import exit_on_user_error, setup_logging
 from shared.errors import UserError
-from shared.runs import load_run
+from shared.export import HeldOut, Serving, float32_twin, keras_call, runner_of
+from shared.runs import LoadedRun, load_run
 
 
 class GenerationError(UserError):
@@ -204,6 +207,96 @@ class Generator:
                 on_character(char)
             logits, states = self.feed(next_id, states, context)
         return "".join(produced)
+
+
+# Characters of the validation text scored when an export is checked, one call each.
+EXPORT_HELD_OUT_CHARACTERS = 200
+
+
+def serving(run: LoadedRun) -> Serving:
+    """What ``python -m shared.export`` exports: one generation step on character ids.
+
+    ``(ids, *states) -> (logits, *next states)``, as `step_model`: a client feeds
+    the prompt's ids, then each sampled id, carrying the states forward, exactly
+    as `Generator` does. String lookup stays outside (``vocabulary.json``), so
+    every format can express the step.
+    """
+    model = float32_twin(run.model)
+    step = step_model(model)
+    transformer = context_window(model) is not None
+    zero_states = [np.asarray(state) for state in initial_states(model)]
+    if transformer:
+        state_names = ["position"] + [f"cache_{i + 1}" for i in range(len(zero_states) - 1)]
+    else:
+        state_names = [f"state_{i + 1}" for i in range(len(zero_states))]
+    inputs = [tf.TensorSpec((1, None), tf.int32, "ids")] + [
+        tf.TensorSpec(state.shape, tf.as_dtype(state.dtype), name)
+        for state, name in zip(zero_states, state_names, strict=True)
+    ]
+    vocabulary = vocabulary_of(model)
+    index = {char: i for i, char in enumerate(vocabulary) if i > 0}
+    config = run.config
+    text = load_text(config.get("text") or None, config["seq_length"])
+    train_text, validation_text = split_text(text)
+
+    def step_inputs(runner, characters: str) -> list[list[np.ndarray]]:
+        """The inputs of each step while ``runner`` reads ``characters`` one at a time."""
+        states, fed = zero_states, []
+        for char in characters:
+            ids = np.array([[index.get(char, 0)]], dtype=np.int32)
+            fed.append([ids, *states])
+            _, *states = runner([ids, *states])
+        return fed
+
+    # The attention model's caches hold one window: score and calibrate within it.
+    longest = min(EXPORT_HELD_OUT_CHARACTERS, context_window(model) or EXPORT_HELD_OUT_CHARACTERS)
+    held_out = validation_text[:longest]
+
+    def nats_per_character(runner) -> float:
+        losses = []
+        for inputs, char in zip(step_inputs(runner, held_out[:-1]), held_out[1:], strict=True):
+            logits = runner(inputs)[0][0, -1].astype(np.float64)
+            log_probabilities = logits - logits.max()
+            log_probabilities -= np.log(np.exp(log_probabilities).sum())
+            losses.append(-log_probabilities[index.get(char, 0)])
+        return float(np.mean(losses))
+
+    call = keras_call(step) if isinstance(step, keras.Model) else step
+    keras_runner = runner_of(call)
+    how = (
+        "position: how many characters the caches hold (start at 0); cache_k: block k's "
+        "keys and values (start at zeros). The window holds at most "
+        f"{context_window(model)} characters: when it is full, start again from zeros "
+        "with the last half of the text."
+        if transformer
+        else "state_k: the recurrent states (start at zeros)."
+    )
+    return Serving(
+        call=call,
+        trackable=model,
+        inputs=inputs,
+        outputs=["logits"] + [f"next_{name}" for name in state_names],
+        samples=step_inputs(keras_runner, validation_text[:8]),
+        representative=step_inputs(keras_runner, train_text[:longest]),
+        held_out=HeldOut(
+            f"nats/char on the first {len(held_out)} validation characters",
+            nats_per_character,
+            higher_is_better=False,
+        ),
+        description="One generation step. ids: character ids (vocabulary.json: id -> "
+        "character; id 0 is 'unknown', never sample it); feed the prompt's ids, then each "
+        f"sampled id. {how} logits: next-character scores after each id; sample from "
+        "softmax(logits[0, -1] / temperature). Pass each next_* output back as the state "
+        "of the same name.",
+        files={"vocabulary.json": json.dumps(vocabulary, ensure_ascii=False) + "\n"},
+        unsupported={
+            "onnx": "its key/value cache update (keras.ops.slice_update, TensorFlow's "
+            "XlaDynamicUpdateSlice) has no ONNX operator in tf2onnx"
+        }
+        if transformer
+        else {},
+        calibrate_int8=False,
+    )
 
 
 def generate(

@@ -59,13 +59,15 @@ import keras
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import tensorflow as tf
 
-from projects.stock_lstm.data import compute_features
+from projects.stock_lstm.data import compute_features, make_windows, split_windows
 from shared.cli import exit_on_user_error, setup_logging
 from shared.errors import UserError
+from shared.export import HeldOut, Serving, float32_twin, keras_call
 from shared.plots import save_figure
 from shared.prices import load_prices, read_price_csv
-from shared.runs import load_run
+from shared.runs import LoadedRun, load_run
 from shared.saving import read_json_or_none
 
 log = logging.getLogger("stock_lstm")
@@ -218,6 +220,64 @@ def forecast_volatility(
     predicted = float(run.model.predict(window[None], verbose=0)[0, 0])
     return VolatilityForecast(
         name, prices.index[-1], int(run.config["horizon"]), max(predicted, 1e-4)
+    )
+
+
+def serving(run: LoadedRun) -> Serving:
+    """What ``python -m shared.export`` exports: raw ``features`` windows -> ``forecast``.
+
+    The normalisation and the shrinkage towards the naive forecast are inside the
+    model, so the export takes the same raw windows as ``forecast``.
+    """
+    config = run.config
+    if config.get("tickers"):
+        raise ForecastError(
+            "this is a global (--tickers) run: its inputs are normalised per ticker outside "
+            "the model, so an export alone could not be used. Export a single-ticker run."
+        )
+    model = float32_twin(run.model)
+    if config.get("csv"):
+        prices, name = read_price_csv(config["csv"]), config["csv"]
+    else:
+        name = config["ticker"]
+        prices = load_prices(name, config["start"], config["end"], config.get("cache_dir") or None)
+    features = _checked_features(prices, name, config, run.metrics)
+    windows = make_windows(
+        prices, features, config["window"], config["horizon"], config.get("target", "price")
+    )
+    split = split_windows(
+        len(windows), config["horizon"], config["val_fraction"], config["test_fraction"]
+    )
+    test_inputs = windows.inputs[split.test]
+    test_targets = windows.targets[split.test]
+
+    def mean_absolute_error(runner) -> float:
+        outputs = np.concatenate([runner([window[None]])[0] for window in test_inputs])
+        return float(np.mean(np.abs(outputs - test_targets)))
+
+    target = config.get("target", "price")
+    meaning = (
+        f"forecast: realised volatility of the next {config['horizon']} trading days"
+        if target == "volatility"
+        else f"forecast: log return of the close 1..{config['horizon']} trading days ahead "
+        "(close_t+k = close_t * exp(forecast[k-1]))"
+    )
+    train_inputs = windows.inputs[split.train]
+    return Serving(
+        call=keras_call(model),
+        trackable=model,
+        inputs=[tf.TensorSpec((None, config["window"], features.shape[1]), tf.float32, "features")],
+        outputs=["forecast"],
+        samples=[[window[None]] for window in test_inputs[:8]],
+        representative=[[window[None]] for window in train_inputs[-100:]],
+        held_out=HeldOut(
+            f"MAE on the {len(test_targets)} test windows of {name}",
+            mean_absolute_error,
+            higher_is_better=False,
+        ),
+        calibrate_int8=False,
+        description=f"features: the last {config['window']} trading days, oldest first, one "
+        f"row per day with these raw columns: {', '.join(run.metrics['features'])}. {meaning}.",
     )
 
 

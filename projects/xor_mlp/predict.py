@@ -34,10 +34,13 @@ import sys
 from collections.abc import Sequence
 
 import numpy as np
+import tensorflow as tf
 
+from projects.xor_mlp.data import truth_table
 from shared.cli import exit_on_user_error, setup_logging
 from shared.errors import UserError
-from shared.runs import load_run
+from shared.export import HeldOut, Serving, float32_twin, keras_call
+from shared.runs import LoadedRun, load_run
 
 log = logging.getLogger("xor_mlp")
 
@@ -64,6 +67,29 @@ def predict(run_dir: str, bits: Sequence[str]) -> tuple[int, float, str]:
     run = load_run(run_dir, inference="projects.xor_mlp.predict")
     probability = float(run.model.predict(inputs, verbose=0)[0, 0])
     return int(probability > 0.5), probability, run.config.get("gate", "gate")
+
+
+def serving(run: LoadedRun) -> Serving:
+    """What ``python -m shared.export`` exports: ``bits`` (n, 2) -> ``probability`` (n, 1)."""
+    model = float32_twin(run.model)
+    inputs, targets = truth_table(run.config.get("gate", "xor"))
+    rows = [[row[None]] for row in inputs]
+
+    def accuracy(runner) -> float:
+        outputs = np.concatenate([runner(row)[0] for row in rows])
+        return float(np.mean((outputs > 0.5) == (targets > 0.5)))
+
+    return Serving(
+        call=keras_call(model),
+        trackable=model,
+        inputs=[tf.TensorSpec((None, 2), tf.float32, name="bits")],
+        outputs=["probability"],
+        samples=rows,
+        representative=rows,
+        held_out=HeldOut("accuracy on the 4 input pairs", accuracy, higher_is_better=True),
+        description="bits: two inputs, each 0.0 or 1.0. probability: P(output = 1); the "
+        "gate's output is 1 when it is above 0.5.",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
