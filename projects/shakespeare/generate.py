@@ -58,7 +58,7 @@ if __name__ == "__main__":
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import keras
 import numpy as np
@@ -184,6 +184,25 @@ class Generator:
         context.append(next_id)
         return self.advance(np.array([[next_id]], dtype=np.int32), states)
 
+    def stream(
+        self,
+        prompt: str,
+        length: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        seed: int | None = None,
+        top_p: float | None = None,
+    ) -> Iterator[str]:
+        """Yield ``length`` new characters after ``prompt``, each as soon as it is sampled."""
+        check_settings(prompt, length, temperature, top_k, top_p)
+        rng = np.random.default_rng(seed)
+        logits, states, context = self.start(list(self.encode(prompt)[0]))
+        for index in range(length):
+            next_id = self.sample(logits, temperature, top_k, rng, top_p)
+            yield self.vocabulary[next_id]
+            if index + 1 < length:
+                logits, states = self.feed(next_id, states, context)
+
     def generate(
         self,
         prompt: str,
@@ -195,17 +214,11 @@ class Generator:
         top_p: float | None = None,
     ) -> str:
         """``length`` new characters after ``prompt`` (the prompt is not repeated)."""
-        check_settings(prompt, length, temperature, top_k, top_p)
-        rng = np.random.default_rng(seed)
-        logits, states, context = self.start(list(self.encode(prompt)[0]))
         produced = []
-        for _ in range(length):
-            next_id = self.sample(logits, temperature, top_k, rng, top_p)
-            char = self.vocabulary[next_id]
+        for char in self.stream(prompt, length, temperature, top_k, seed, top_p):
             produced.append(char)
             if on_character is not None:
                 on_character(char)
-            logits, states = self.feed(next_id, states, context)
         return "".join(produced)
 
 

@@ -1,18 +1,30 @@
-"""shared.export: every project's model as a SavedModel, TFLite and ONNX, checked against Keras.
+"""Trained models outside training code: shared.export and the demo page (shared.demo).
+
+Export: every project's model as a SavedModel, TFLite and ONNX, checked against Keras.
 
 Each exported model is run in the runtime that serves it (a SavedModel in a fresh
 process, TFLite in TensorFlow's interpreter, ONNX in onnxruntime) on the same
 inputs as the ``.keras`` model, and must give the same outputs within
 ``TOLERANCE``: different kernels sum in different orders, so float32 results
 differ by about 1e-7, never by 1e-4.
+
+Demo: the page is started on a free port and driven in headless Chromium with
+Playwright, one tab after the other, each with good and bad input.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import socket
 import subprocess
 import sys
 import textwrap
+import time
+import urllib.request
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -23,7 +35,7 @@ from projects.shakespeare.model import initial_states, step_model
 from projects.xor_mlp.data import INPUTS
 from shared.export import ExportError, export_run, float32_twin, serving_for
 from shared.runs import load_run
-from tests.helpers import run_module
+from tests.helpers import REPO_ROOT, run_module
 
 TOLERANCE = 1e-4
 # int8 weights and activations may cost held-out accuracy; more than this is a bug.
@@ -33,7 +45,10 @@ QUICK_RUNS = {
     "xor": ("projects.xor_mlp.train", ["--epochs", "30"]),
     # float32, so the .keras model and the (always float32) export compute alike.
     "cifar": ("projects.cifar_cnn.train", ["--mixed-precision", "off"]),
+    # The volatility network's output varies with its input; a quick price run's reported
+    # forecast is often exactly naive (its combination weight is 0), so it checks less.
     "stock": ("projects.stock_lstm.train", ["--target", "volatility"]),
+    "stock_price": ("projects.stock_lstm.train", []),
     "gru": ("projects.shakespeare.train", []),
     "transformer": (
         "projects.shakespeare.train",
@@ -95,7 +110,10 @@ def assert_close(actual: dict, expected: dict) -> None:
         np.testing.assert_allclose(got, want, atol=TOLERANCE, err_msg=key)
 
 
-@pytest.mark.parametrize("name", list(QUICK_RUNS))
+EXPORTED = [name for name in QUICK_RUNS if name != "stock_price"]
+
+
+@pytest.mark.parametrize("name", EXPORTED)
 def test_saved_model_in_a_fresh_process_gives_the_keras_outputs(runs, name, tmp_path):
     out = tmp_path / "saved"
     result = run_module(
@@ -122,7 +140,7 @@ def test_saved_model_in_a_fresh_process_gives_the_keras_outputs(runs, name, tmp_
     assert_close(dict(np.load(tmp_path / "outputs.npz")), expected)
 
 
-@pytest.mark.parametrize("name", list(QUICK_RUNS))
+@pytest.mark.parametrize("name", EXPORTED)
 def test_tflite_in_the_interpreter_gives_the_keras_outputs(runs, name, tmp_path):
     result = export_run(runs[name], "tflite", out=str(tmp_path / "tflite"))
     runner = tf.lite.Interpreter(model_path=str(result.model_path)).get_signature_runner()
@@ -138,7 +156,7 @@ def test_tflite_in_the_interpreter_gives_the_keras_outputs(runs, name, tmp_path)
         assert vocabulary[0] == "[UNK]" and "e" in vocabulary
 
 
-@pytest.mark.parametrize("name", [name for name in QUICK_RUNS if name != "transformer"])
+@pytest.mark.parametrize("name", [name for name in EXPORTED if name != "transformer"])
 def test_onnx_in_onnxruntime_gives_the_keras_outputs(runs, name, tmp_path):
     import onnxruntime
 
@@ -209,3 +227,140 @@ def test_a_mixed_precision_model_is_exported_in_float32_with_its_weights():
     x = np.random.default_rng(0).normal(size=(16, 4)).astype(np.float32)
     # bfloat16 keeps 8 bits of mantissa: the two agree to about 1%.
     np.testing.assert_allclose(twin.predict(x, verbose=0), model.predict(x, verbose=0), atol=0.05)
+
+
+# --- The demo page in a real browser ---------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Set to a folder to keep the page's screenshots (the README's come from here).
+SCREENSHOTS = os.environ.get("DEMO_SCREENSHOTS", "")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def demo_url(runs, tmp_path_factory):
+    """The demo serving the quick runs (and no others) on a free localhost port."""
+    root = tmp_path_factory.mktemp("demo")
+    port = free_port()
+    chosen = [runs[name] for name in ("xor", "cifar", "gru", "stock_price")]
+    args = ["--port", str(port), "--runs-root", str(root / "none")]
+    args += [item for run_dir in chosen for item in ("--run", str(run_dir))]
+    log = open(root / "demo.log", "w")  # noqa: SIM115 - open while the server runs
+    server = subprocess.Popen(
+        [sys.executable, "-m", "shared.demo", *args], cwd=REPO_ROOT, stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 180
+    while True:
+        assert server.poll() is None, (root / "demo.log").read_text()[-2000:]
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, "the demo did not answer within 3 minutes"
+        time.sleep(0.5)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+    log.close()
+    # Bad requests are messages in the page; none may leave a traceback in the server log.
+    assert "Traceback" not in (root / "demo.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def page(demo_url):
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.set_default_timeout(90_000)
+        page.goto(demo_url)
+        yield page
+        browser.close()
+
+
+def shoot(page, name: str) -> None:
+    if SCREENSHOTS:
+        Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(SCREENSHOTS) / f"demo-{name}.png"), full_page=True)
+
+
+def expect_message(page, text: str) -> None:
+    """A one-line error appears in the page (a Gradio toast), with no stack trace."""
+    from playwright.sync_api import expect
+
+    message = page.get_by_text(text).first
+    expect(message).to_be_visible()
+    assert "Traceback" not in page.content()
+    for close in page.locator(".toast-close").all():  # dismiss it for the next step
+        close.click()
+
+
+def test_demo_xor_tab(page, runs):
+    from playwright.sync_api import expect
+
+    page.get_by_label("input 2").check()  # input 1 starts checked: xor(1, 1)
+    expect(page.locator("#xor-answer")).to_contain_text("xor(1, 1) = ")
+    assert "P(1) = " in page.inner_text("#xor-answer")
+    shoot(page, "xor")
+    page.locator("#xor-run textarea").fill("/no/such/run")
+    page.get_by_role("button", name="Ask the network").click()
+    expect_message(page, "No run directory at /no/such/run")
+    page.locator("#xor-run textarea").fill(str(runs["xor"]))
+
+
+def test_demo_cifar_tab(page, tmp_path):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="CIFAR-10 CNN").click()
+    image = tmp_path / "cat.png"
+    image.write_bytes((REPO_ROOT / "projects/cifar_cnn/images/gradcam_cat.png").read_bytes())
+    page.locator("#cifar-file input[type=file]").set_input_files(str(image))
+    page.get_by_role("button", name="Classify").click()
+    expect(page.locator("#cifar-gradcam img")).to_be_visible()
+    classes = page.inner_text("#cifar-top3")
+    assert "%" in classes and any(name in classes for name in ("cat", "dog", "frog", "truck"))
+    shoot(page, "cifar")
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("these are notes, not pixels")
+    page.locator("#cifar-file button[aria-label=Clear]").click()
+    page.locator("#cifar-file input[type=file]").set_input_files(str(not_an_image))
+    page.get_by_role("button", name="Classify").click()
+    expect_message(page, "it is not an image file Pillow can decode")
+
+
+def test_demo_shakespeare_tab(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Shakespeare").click()
+    page.locator("#shakespeare-prompt textarea").fill("ROMEO:")
+    page.get_by_role("button", name="Generate").click()
+    text = page.locator("#shakespeare-text textarea")
+    expect(text).to_have_value(re.compile(r"^ROMEO:[\s\S]{300}$"))  # prompt + 300 characters
+    shoot(page, "shakespeare")
+    page.locator("#shakespeare-prompt textarea").fill("ROMEO€")
+    page.get_by_role("button", name="Generate").click()
+    expect_message(page, "the prompt has characters the model never saw in training")
+
+
+def test_demo_stock_tab(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Stock forecast").click()
+    page.get_by_role("button", name="Forecast").click()
+    expect(page.locator("#stock-summary")).to_contain_text("AAPL")
+    expect(page.locator("#stock-plot img")).to_be_visible()
+    assert page.locator("#stock-table").inner_text().count("2024-01-0") == 5  # 5 weekdays
+    shoot(page, "stock")
+    page.locator("#stock-ticker textarea").fill("../etc/passwd")
+    page.get_by_role("button", name="Forecast").click()
+    expect_message(page, "invalid ticker '../etc/passwd'")
