@@ -86,6 +86,9 @@ export: $(INSTALLED) ## Export a run for serving: RUN=runs/cifar_cnn/latest FORM
 	@test -n "$(RUN)" -a -n "$(FORMAT)" || { echo 'usage: make export RUN=runs/cifar_cnn/latest FORMAT=saved_model|tflite|onnx [ARGS="--quantize int8"]' >&2; exit 2; }
 	$(BIN)/python -m shared.export --run-dir $(RUN) --format $(FORMAT) $(ARGS)
 
+bench-export: $(INSTALLED) ## Size, ms per call and score of every export format of each latest run
+	$(BIN)/python -m shared.bench_export $(ARGS)
+
 demo: $(INSTALLED) ## Serve a page to try every project's latest run on http://127.0.0.1:7860; RUN=dir picks one
 	$(BIN)/python -m shared.demo $(if $(RUN),--run $(RUN)) $(ARGS)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import platform
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import tensorflow as tf
 
@@ -38,3 +40,14 @@ def best_rate(run: Callable[[], object], units: float, repeats: int = 3) -> floa
         run()
         fastest = min(fastest, time.perf_counter() - started)
     return units / fastest
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), to say where a timing comes from."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
