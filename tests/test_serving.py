@@ -322,9 +322,7 @@ def test_demo_cifar_tab(page, tmp_path):
     from playwright.sync_api import expect
 
     page.get_by_role("tab", name="CIFAR-10 CNN").click()
-    image = tmp_path / "cat.png"
-    image.write_bytes((REPO_ROOT / "projects/cifar_cnn/images/gradcam_cat.png").read_bytes())
-    page.locator("#cifar-file input[type=file]").set_input_files(str(image))
+    page.get_by_text("cat.png", exact=True).click()  # a bundled CIFAR-10 image
     page.get_by_role("button", name="Classify").click()
     expect(page.locator("#cifar-gradcam img")).to_be_visible()
     classes = page.inner_text("#cifar-top3")
