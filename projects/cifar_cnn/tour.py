@@ -71,17 +71,36 @@ from shared.cli import exit_on_user_error, setup_logging
 from shared.errors import UserError
 from shared.plots import save_figure
 from shared.runs import load_run
-from shared.sweep import examples_trained, finished_or_train, read_history, write_text
+from shared.saving import read_json_or_none
+from shared.sweep import (
+    SweepError,
+    examples_trained,
+    finished_or_train,
+    read_history,
+    write_text,
+)
 
 log = logging.getLogger("cifar_cnn")
 
 
+# Settings the tour changes from a model's defaults, each for a measured reason.
+# AlexNet has no batch norm: at the default peak learning rate (0.2) its loss became NaN
+# in epoch 3 of a full-data run (the end of the warm-up).
+TOUR_SETTINGS = {"alexnet": ["--learning-rate", "0.05"]}
+
+
 def train(model: str, minutes: float, data_dir: str, run_dir: Path, quick: bool) -> None:
     """Train one architecture in a fresh process, unless it finished before."""
-    arguments = ["--model", model]
+    arguments = ["--model", model, *TOUR_SETTINGS.get(model, [])]
     arguments += ["--quick"] if quick else ["--minutes", f"{minutes:g}"]
     arguments += ["--data-dir", data_dir] if data_dir else []
     finished_or_train("projects.cifar_cnn.train", arguments, run_dir)
+
+
+def diverged(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` stopped because its loss became NaN or infinite."""
+    metrics = read_json_or_none(run_dir / "metrics.json")
+    return isinstance(metrics, dict) and metrics.get("status") == "diverged"
 
 
 def summarise(run_dir: Path) -> dict:
@@ -111,13 +130,20 @@ def markdown_table(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for row in rows:
+        if row.get("diverged"):
+            lines.append(
+                f"| {row['model']} | | | | | | diverged: its loss became NaN "
+                "(see its train.log; lower --learning-rate) |"
+            )
+            continue
         lines.append(
             f"| {row['model']} | {row['parameters']:,} | {row['mflop_per_image']:,.1f} "
             f"| {row['images_per_second']:,.0f} | {row['epochs']} "
             f"| {row['training_minutes']:.1f} | {row['accuracy']:.1%} |"
         )
-    if rows:
-        lines.append(f"\nHeld-out images: {rows[0]['held_out']}.")
+    trained = [row for row in rows if not row.get("diverged")]
+    if trained:
+        lines.append(f"\nHeld-out images: {trained[0]['held_out']}.")
     return "\n".join(lines) + "\n"
 
 
@@ -125,6 +151,8 @@ def plot_tour(rows: list[dict], path: Path) -> Path:
     """Held-out accuracy after each epoch against training minutes, one line per model."""
     figure, axis = plt.subplots(figsize=(8, 5))
     for row in rows:
+        if row.get("diverged"):
+            continue
         minutes, accuracy = row["curve"]
         axis.plot(minutes, np.asarray(accuracy) * 100, marker="o", markersize=3, label=row["model"])
     axis.set_xlabel("training minutes (this machine)")
@@ -150,7 +178,15 @@ def tour(
     rows = []
     for model in dict.fromkeys(models):
         run_dir = out / model
-        train(model, minutes, data_dir, run_dir, quick)
+        try:
+            train(model, minutes, data_dir, run_dir, quick)
+        except SweepError:
+            if not diverged(run_dir):
+                raise
+        if diverged(run_dir):  # one unstable architecture does not stop the tour
+            log.warning("%s diverged; the table says so, and the tour goes on", model)
+            rows.append({"model": model, "diverged": True})
+            continue
         rows.append(summarise(run_dir))
     write_text(out / "tour.md", markdown_table(rows))
     plot_tour(rows, out / "tour.png")
