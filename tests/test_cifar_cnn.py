@@ -501,3 +501,17 @@ def test_forward_flops_count_two_operations_per_weight_and_position():
     outputs = keras.layers.Dense(10)(keras.layers.Flatten()(x))
     model = keras.Model(images, outputs)
     assert forward_flops(model) == 2 * 28 * 28 * 5 * 5 * 3 * 16 + 2 * 28 * 28 * 16 * 10
+
+
+def test_a_diverged_architecture_is_a_row_of_the_tour_not_its_end(tmp_path):
+    out = tmp_path / "tour"
+    # As shared.runs leaves a run whose loss became NaN: metrics.json marked diverged.
+    (out / "lenet5").mkdir(parents=True)
+    (out / "lenet5" / "metrics.json").write_text('{"status": "diverged"}\n')
+    args = ["--quick", "--models", "lenet5", "simple", "--out", str(out)]
+    result = run_module("projects.cifar_cnn.tour", *args)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = (out / "tour.md").read_text().splitlines()[2:4]
+    assert rows[0].startswith("| lenet5 |") and "diverged: its loss became NaN" in rows[0]
+    assert rows[1].startswith("| simple | ")  # trained after it, as usual
+    assert "lenet5 diverged; the table says so" in result.stderr
