@@ -362,3 +362,12 @@ def test_demo_stock_tab(page):
     page.locator("#stock-ticker textarea").fill("../etc/passwd")
     page.get_by_role("button", name="Forecast").click()
     expect_message(page, "invalid ticker '../etc/passwd'")
+
+
+def test_a_project_without_a_run_says_which_make_target_creates_one(tmp_path):
+    from shared.demo import default_runs, run_note
+
+    runs = default_runs(str(tmp_path / "runs"), [])
+    assert runs["xor_mlp"] == str(tmp_path / "runs" / "xor_mlp" / "latest")
+    note = run_note(runs["cifar_cnn"], "cifar_cnn")
+    assert "No cifar_cnn run yet" in note and "`make cifar-cnn` creates one" in note
