@@ -283,6 +283,9 @@ def page(demo_url):
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         page.set_default_timeout(90_000)
+        # expect() has its own 5-second default: too short for a first model load and
+        # 300 characters of generation on a busy 2-core machine.
+        sync_api.expect.set_options(timeout=90_000)
         page.goto(demo_url)
         yield page
         browser.close()
