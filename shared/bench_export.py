@@ -18,7 +18,6 @@ import argparse
 from shared.cli import parse_args_before_tensorflow
 from shared.config import program_name
 
-PROJECTS = ("xor_mlp", "cifar_cnn", "stock_lstm", "shakespeare")
 VARIANTS = (
     ("saved_model", ""),
     ("onnx", ""),
@@ -57,6 +56,7 @@ from shared.benchmarks import cpu_name
 from shared.cli import exit_on_user_error, setup_logging
 from shared.errors import UserError
 from shared.export import ExportError, export_run
+from shared.runs import INFERENCE_MODULES
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def runs_to_measure(chosen: Sequence[str]) -> list[str]:
     """The chosen runs, or the latest run of every project that has one."""
     if chosen:
         return list(chosen)
-    found = [f"runs/{project}/latest" for project in PROJECTS]
+    found = [f"runs/{project}/latest" for project in INFERENCE_MODULES]
     found = [run for run in found if Path(run, "metrics.json").exists()]
     if not found:
         raise UserError("no finished runs under runs/: train one (e.g. make xor-mlp) first.")

@@ -173,7 +173,7 @@ def run_note(run_dir: str, project: str) -> str:
 
 
 def xor_tab(runs: Runs, run_dir: str) -> None:
-    from projects.xor_mlp.predict import parse_bits
+    from projects.xor_mlp.predict import answer as gate_answer
 
     gr.Markdown(run_note(run_dir, "xor_mlp"))
     with gr.Row():
@@ -193,14 +193,9 @@ def xor_tab(runs: Runs, run_dir: str) -> None:
     @shown_in_page
     def ask(bit_1: bool, bit_2: bool, directory: str) -> str:
         bits = [str(int(bit_1)), str(int(bit_2))]
-        inputs = parse_bits(bits)
         run = runs.get(directory, "xor_mlp", "projects.xor_mlp.predict")
-        probability = float(run.model.predict(inputs, verbose=0)[0, 0])
-        gate = run.config.get("gate", "gate")
-        return (
-            f"**{gate}({bits[0]}, {bits[1]}) = {int(probability > 0.5)}** "
-            f"(P(1) = {probability:.4f})"
-        )
+        output, probability, gate = gate_answer(run, bits)
+        return f"**{gate}({bits[0]}, {bits[1]}) = {output}** (P(1) = {probability:.4f})"
 
     for trigger in (button.click, first.change, second.change):
         trigger(ask, [first, second, run_box], answer)
@@ -326,9 +321,10 @@ def stock_tab(runs: Runs, run_dir: str, scratch: Path) -> None:
 
     @shown_in_page
     def predict(symbol: str, csv: str | None, count: float | None, directory: str):
-        run = runs.get(directory, "stock_lstm", "projects.stock_lstm.forecast")
         symbol = (symbol or "").strip() or None
-        if run.config.get("target") == "volatility":
+        # As forecast's command line: the settings choose the forecast, which loads the run.
+        settings = read_json_or_none(Path(directory or ".", "config.json")) or {}
+        if settings.get("target") == "volatility":
             result = forecast_volatility(directory, symbol, csv)
             return result.describe(), pd.DataFrame(), None
         result = forecast(directory, int(count or 0), symbol, csv)

@@ -77,10 +77,9 @@ import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +90,7 @@ import tensorflow as tf
 from shared.cli import exit_on_user_error, setup_logging
 from shared.errors import UserError
 from shared.runs import INFERENCE_MODULES, LoadedRun, load_run
-from shared.saving import TEMPORARY_PREFIX, write_json
+from shared.saving import atomic_folder, write_json
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +114,6 @@ class HeldOut:
 
     name: str
     score: Callable[[Runner], float]
-    higher_is_better: bool
 
 
 @dataclasses.dataclass
@@ -233,14 +231,8 @@ def write_tflite(serving: Serving, path: Path, quantize: str, scratch: Path) -> 
         converter.target_spec.supported_types = [tf.float16]
     elif quantize == "int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if not serving.calibrate_int8:  # weights only: activations stay float
-            path.write_bytes(converter.convert())
-            return
-
-        def representative() -> Iterator[list[np.ndarray]]:
-            yield from serving.representative
-
-        converter.representative_dataset = representative
+        if serving.calibrate_int8:  # else weights only: activations stay float
+            converter.representative_dataset = lambda: iter(serving.representative)
     path.write_bytes(converter.convert())
 
 
@@ -440,26 +432,6 @@ class ExportResult:
     export_score: float
 
 
-@contextlib.contextmanager
-def new_folder(path: Path) -> Iterator[Path]:
-    """Yield a scratch folder that replaces ``path`` only when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(
-        tempfile.mkdtemp(prefix=TEMPORARY_PREFIX, suffix=f"-{path.name}", dir=path.parent)
-    )
-    try:
-        yield scratch
-        old = None
-        if path.exists():
-            old = path.with_name(f"{TEMPORARY_PREFIX}old-{os.getpid()}-{path.name}")
-            os.replace(path, old)
-        os.replace(scratch, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
 def _first_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     interesting = [line for line in lines if "error:" in line] or lines or [type(error).__name__]
@@ -504,7 +476,7 @@ def export_run(
     suffix = f"-{quantize}" if quantize else ""
     folder = Path(out) if out else run.path / "export" / f"{export_format}{suffix}"
     specs = static_specs(serving.inputs) if export_format == "tflite" else serving.inputs
-    with new_folder(folder) as scratch:
+    with atomic_folder(folder) as scratch:
         model_path = scratch / MODEL_FILES[export_format]
         try:
             if export_format == "saved_model":

@@ -13,6 +13,7 @@ import importlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -70,6 +71,39 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a scratch folder beside ``path`` that replaces ``path`` only if the block succeeds.
+
+    The folder version of `atomic_path`: on any error the scratch folder is
+    removed and ``path`` (an earlier folder, if any) is untouched. An existing
+    ``path`` is renamed aside, the scratch folder renamed into place, then the
+    old one deleted: a folder cannot be renamed over a non-empty one.
+
+    Args:
+        path: The final folder.
+
+    Yields:
+        The scratch folder to fill.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(
+        tempfile.mkdtemp(prefix=TEMPORARY_PREFIX, suffix=f"-{path.name}", dir=path.parent)
+    )
+    try:
+        yield scratch
+        old = None
+        if path.exists():
+            old = path.with_name(f"{TEMPORARY_PREFIX}old-{os.getpid()}-{path.name}")
+            os.replace(path, old)
+        os.replace(scratch, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def remove_temporary_files(folder: str | os.PathLike) -> list[Path]:

@@ -114,9 +114,7 @@ def serving(run: LoadedRun) -> Serving:
         outputs=["probabilities"],
         samples=[[image[None]] for image in held_out[:8]],
         representative=[[data.train_images[i][None]] for i in representative],
-        held_out=HeldOut(
-            f"accuracy on {len(labels)} held-out images", accuracy, higher_is_better=True
-        ),
+        held_out=HeldOut(f"accuracy on {len(labels)} held-out images", accuracy),
         description=f"image: RGB pixels 0-255, {size}x{size}. probabilities: one per class, "
         f"in this order: {', '.join(classes)}.",
     )

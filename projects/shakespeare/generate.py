@@ -292,9 +292,7 @@ def serving(run: LoadedRun) -> Serving:
         samples=step_inputs(keras_runner, validation_text[:8]),
         representative=step_inputs(keras_runner, train_text[:longest]),
         held_out=HeldOut(
-            f"nats/char on the first {len(held_out)} validation characters",
-            nats_per_character,
-            higher_is_better=False,
+            f"nats/char on the first {len(held_out)} validation characters", nats_per_character
         ),
         description="One generation step. ids: character ids (vocabulary.json: id -> "
         "character; id 0 is 'unknown', never sample it); feed the prompt's ids, then each "

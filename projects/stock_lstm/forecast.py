@@ -271,9 +271,7 @@ def serving(run: LoadedRun) -> Serving:
         samples=[[window[None]] for window in test_inputs[:8]],
         representative=[[window[None]] for window in train_inputs[-100:]],
         held_out=HeldOut(
-            f"MAE on the {len(test_targets)} test windows of {name}",
-            mean_absolute_error,
-            higher_is_better=False,
+            f"MAE on the {len(test_targets)} test windows of {name}", mean_absolute_error
         ),
         calibrate_int8=False,
         description=f"features: the last {config['window']} trading days, oldest first, one "
