@@ -45,6 +45,7 @@ def option(
     maximum: float | None = None,
     choices: Sequence[Any] | None = None,
     exclusive_minimum: bool = False,
+    repeatable: bool = False,
 ) -> Any:
     """Declare a config field with its help text and the values it accepts.
 
@@ -55,6 +56,8 @@ def option(
         maximum: Largest accepted value (inclusive).
         choices: The only accepted values.
         exclusive_minimum: Makes ``minimum`` itself invalid (for "must be > 0").
+        repeatable: The flag may be given several times; the config class's
+            `TrainConfig.merge_repeated` decides what several values mean.
 
     Returns:
         A ``dataclasses.field`` carrying the metadata `parse_config` reads.
@@ -65,6 +68,7 @@ def option(
         "maximum": maximum,
         "choices": tuple(choices) if choices is not None else None,
         "exclusive_minimum": exclusive_minimum,
+        "repeatable": repeatable,
     }
     return dataclasses.field(default=default, metadata=metadata)
 
@@ -129,6 +133,23 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             _check_limits(field, getattr(self, field.name))
+
+    @classmethod
+    def merge_repeated(cls, name: str, values: list[Any], given: dict[str, Any]) -> dict[str, Any]:
+        """The field values meant by a ``repeatable`` flag given more than once.
+
+        Args:
+            name: The field's name.
+            values: Its values, in command-line order (two or more).
+            given: Every other flag given on the command line (field name -> value).
+
+        Returns:
+            Field name -> value, applied to the config.
+
+        Raises:
+            ConfigError: Several values have no meaning for this field.
+        """
+        raise ConfigError(f"{flag_name(name)} can be given only once, got {len(values)} values.")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-serialisable values."""
@@ -238,6 +259,7 @@ def build_parser(config_class: type[ConfigT], description: str | None = None) ->
             )
         parser.add_argument(
             flag,
+            action="append" if field.metadata.get("repeatable") else "store",
             type=field_type,
             choices=choices,
             metavar=None if choices else field.name.upper(),
@@ -272,8 +294,18 @@ def parse_config(
     namespace, unknown = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if unknown:
         parser.reject_unknown(unknown)
+    given = vars(namespace)
     try:
-        return config_class.create(**vars(namespace))
+        for field in dataclasses.fields(config_class):
+            values = given.get(field.name)
+            if field.metadata.get("repeatable") and isinstance(values, list):
+                if len(values) == 1:
+                    given[field.name] = values[0]
+                else:
+                    others = {key: value for key, value in given.items() if key != field.name}
+                    del given[field.name]
+                    given.update(config_class.merge_repeated(field.name, values, others))
+        return config_class.create(**given)
     except ConfigError as error:
         parser.error(str(error))
         raise  # unreachable: parser.error exits

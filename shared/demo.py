@@ -302,12 +302,15 @@ def stock_tab(runs: Runs, run_dir: str, scratch: Path) -> None:
     from projects.stock_lstm.forecast import forecast, forecast_volatility, plot_forecast
 
     config = read_json_or_none(Path(run_dir) / "config.json") or {}
+    metrics = read_json_or_none(Path(run_dir) / "metrics.json") or {}
+    # A global run forecasts one of its own series; start with the first.
+    first_series = (metrics.get("series") or [None])[0] if isinstance(metrics, dict) else None
     gr.Markdown(run_note(run_dir, "stock_lstm"))
     with gr.Row():
         with gr.Column():
             ticker = gr.Textbox(
                 label="ticker (offline: AAPL, MSFT, NVDA, GOOGL are bundled)",
-                value=config.get("ticker", "AAPL"),
+                value=first_series or config.get("ticker", "AAPL"),
                 elem_id="stock-ticker",
             )
             upload = gr.File(label="or a CSV of prices (Date, Close, ...)", type="filepath")

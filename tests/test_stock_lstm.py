@@ -483,7 +483,87 @@ def test_a_global_model_is_split_at_the_same_dates_and_scored_per_ticker(tmp_pat
         StockConfig(tickers=f"AAPL,{tmp_path / 'acme.csv'}", **{**QUICK, "start": "2013-01-01"})
     )
     assert from_file[1].ticker == "acme.csv" and len(from_file[1].windows) > len(series[1].windows)
-    refused = run_module("projects.stock_lstm.forecast", "--run-dir", str(tmp_path / "global"))
-    assert refused.returncode == 2 and "holds a global model" in refused.stderr
+    # The saved model forecasts any of its series by name, and refuses others.
+    forecast_nvda = run_module(
+        "projects.stock_lstm.forecast", "--run-dir", str(tmp_path / "global"), "--ticker", "nvda"
+    )
+    assert forecast_nvda.returncode == 0, forecast_nvda.stderr[-2000:]
+    assert forecast_nvda.stdout.startswith("NVDA: last close")
+    with pytest.raises(ForecastError, match="trained on AAPL, NVDA; MSFT is not one"):
+        forecast(str(tmp_path / "global"), 3, ticker="MSFT")
     with pytest.raises(ConfigError, match="does not combine with --csv"):
         StockConfig(tickers="AAPL,MSFT", csv="x.csv")
+
+
+def test_the_saved_global_model_reproduces_each_series_scores_from_raw_windows(tmp_path):
+    """model.keras holds each series' normalisation and scale: raw windows + number in."""
+    from projects.stock_lstm.global_model import load_all_series
+    from projects.stock_lstm.volatility import qlike
+    from shared.runs import load_run
+
+    config = StockConfig(
+        run_dir=str(tmp_path / "global"),
+        tickers="AAPL,NVDA",
+        target="volatility",
+        horizon=5,
+        **QUICK,
+    )
+    metrics = train_stock(config)
+    model = load_run(tmp_path / "global").model
+    assert metrics["series"] == ["AAPL", "NVDA"]
+    for number, one in enumerate(load_all_series(config)):
+        test = one.split.test
+        inputs = one.windows.inputs[test]
+        predicted = model.predict([inputs, np.full(len(inputs), number, np.int32)], verbose=0)
+        volatility = np.maximum(predicted[:, 0].astype(np.float64), 1e-4)
+        realised = one.windows.targets[test, 0].astype(np.float64)
+        score = qlike(realised**2, volatility**2).mean()
+        expected = metrics["tickers"][one.ticker]["test"]["model"]["qlike"]
+        assert score == pytest.approx(expected, rel=1e-4)
+    # The same window read as the other series gives another forecast: the lookup is used.
+    window = one.windows.inputs[test][:1]
+    as_aapl, as_nvda = (
+        model.predict([window, np.array([n], np.int32)], verbose=0)[0, 0] for n in (0, 1)
+    )
+    assert abs(as_aapl - as_nvda) > 1e-4
+    # Exported, it takes the same two inputs and gives the same forecasts.
+    from shared.export import export_run
+
+    exported = export_run(str(tmp_path / "global"), "tflite", out=str(tmp_path / "tflite"))
+    runner = tf.lite.Interpreter(model_path=str(exported.model_path)).get_signature_runner()
+    for number, expected in enumerate((as_aapl, as_nvda)):
+        output = runner(features=window, series=np.array([number], np.int32))["forecast"]
+        assert output[0, 0] == pytest.approx(expected, abs=1e-5)
+
+
+def test_csv_given_several_times_trains_one_global_model(tmp_path):
+    from shared.config import parse_config
+
+    first, second = tmp_path / "first.csv", tmp_path / "second.csv"
+    first.write_text((BUNDLED_DIR / "AAPL.csv").read_text())
+    second.write_text((BUNDLED_DIR / "MSFT.csv").read_text())
+    config = parse_config(StockConfig, ["--csv", str(first), "--csv", str(second), "--quick"])
+    assert config.tickers == f"{first},{second}" and config.csv == ""
+    assert parse_config(StockConfig, ["--csv", str(first)]).csv == str(first)
+    for argv, complaint in [
+        (["--csv", str(first), "--csv", "prices.txt"], "must end in .csv"),
+        (["--csv", str(first), "--csv", str(second), "--tickers", "AAPL,MSFT"], "drop --tickers"),
+    ]:
+        result = run_module("projects.stock_lstm.train", *argv)
+        assert result.returncode == 2
+        assert "Traceback" not in result.stderr and complaint in result.stderr, result.stderr
+    # Series without the same price columns cannot share a model: one clear line.
+    without_volume = pd.read_csv(second).drop(columns=["Volume"])
+    without_volume.to_csv(second, index=False)
+    refused = run_module(
+        "projects.stock_lstm.train",
+        "--csv",
+        str(first),
+        "--csv",
+        str(second),
+        "--quick",
+        "--run-dir",
+        str(tmp_path / "run"),
+    )
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "one global model needs the same price columns" in refused.stderr

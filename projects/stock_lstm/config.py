@@ -18,7 +18,12 @@ class StockConfig(TrainConfig):
     epochs: int = option(60, "Maximum passes over the training windows.", minimum=1)
     batch_size: int = option(64, "Global batch size.", minimum=1)
     ticker: str = option("AAPL", "Yahoo Finance symbol (bundled offline: AAPL GOOGL MSFT NVDA).")
-    csv: str = option("", "Train on this CSV (Date, Close; Open/High/Low/Volume used if present).")
+    csv: str = option(
+        "",
+        "Train on this CSV (Date, Close; Open/High/Low/Volume used if present). Given several "
+        "times (each file ending in .csv), train one global model on all of them, as --tickers.",
+        repeatable=True,
+    )
     tickers: str = option(
         "",
         "Train one global model on several series, comma-separated tickers or .csv files "
@@ -58,6 +63,24 @@ class StockConfig(TrainConfig):
         maximum=0.5,
     )
     ma_window: int = option(20, "Days averaged by the moving-average baseline.", minimum=1)
+
+    @classmethod
+    def merge_repeated(cls, name: str, values: list, given: dict) -> dict:
+        """Several ``--csv`` files: one global model on them (``--tickers a.csv,b.csv``)."""
+        if name != "csv":
+            return super().merge_repeated(name, values, given)
+        if given.get("tickers"):
+            raise ConfigError(
+                "--csv given several times already names the global model's series; "
+                "drop --tickers, or list every series in --tickers."
+            )
+        for path in values:
+            if not path.lower().endswith(".csv") or "," in path:
+                raise ConfigError(
+                    f"--csv {path!r}: a global model's price files must end in .csv and have "
+                    "no comma in their path; rename the file."
+                )
+        return {"tickers": ",".join(values)}
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -17,6 +17,10 @@ optimistic far out.
 
 For a ``--target volatility`` run it prints the forecast realised volatility
 of the ``--horizon`` trading days after the latest close instead.
+
+A global run (``--tickers``) forecasts one of its series: ``--ticker NAME`` (a
+CSV series by its file name, or ``--csv`` with a file of that name); the first
+series by default.
 """
 
 from __future__ import annotations
@@ -38,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--days", type=int, default=5, help="Trading days to forecast (default: 5)."
     )
-    parser.add_argument("--ticker", help="Forecast this ticker (default: the run's).")
+    parser.add_argument(
+        "--ticker", help="Forecast this ticker (default: the run's; a global run's first series)."
+    )
     parser.add_argument("--csv", help="Forecast from this CSV (Date, Close, ...).")
     parser.add_argument("--cache-dir", help="Price cache folder (default: the run's).")
     return parser
@@ -77,16 +83,42 @@ class ForecastError(UserError):
     """The forecast cannot be made as asked."""
 
 
+@dataclasses.dataclass
+class SeriesModel:
+    """A run's model as the forecaster of one series: raw windows in, its forecasts out.
+
+    Attributes:
+        model: The run's ``model.keras``.
+        series_number: For a global run, the series' place in ``metrics["series"]``
+            (the model's second input); None for a single-ticker run.
+        feature_mean: The series' training-day feature means.
+        interval: The series' interval record from ``metrics.json`` (price runs).
+    """
+
+    model: keras.Model
+    series_number: int | None
+    feature_mean: np.ndarray
+    interval: dict | None
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        """Forecasts for a batch of raw windows (a direct call, no prediction loop)."""
+        inputs = windows.astype(np.float32)
+        if self.series_number is not None:
+            inputs = [inputs, np.full(len(windows), self.series_number, np.int32)]
+        return keras.ops.convert_to_numpy(self.model(inputs, training=False)).astype(np.float64)
+
+
 def recursive_forecast(
     model, feature_window: np.ndarray, feature_mean: np.ndarray, days: int
 ) -> np.ndarray:
-    """Cumulative log returns for the next ``days`` days from the last input window."""
+    """Cumulative log returns for the next ``days`` days from the last input window.
+
+    ``model`` maps a batch of raw windows to log returns (a `SeriesModel`).
+    """
     window = feature_window.astype(np.float32).copy()
     cumulative, total = [], 0.0
     while len(cumulative) < days:
-        # A direct call: model.predict would set up a new prediction loop for each step.
-        predicted = keras.ops.convert_to_numpy(model(window[None], training=False))[0]
-        predicted = predicted.astype(np.float64)
+        predicted = model(window[None])[0]
         daily = np.diff(np.concatenate([[0.0], predicted]))
         for step_return in daily[: days - len(cumulative)]:
             total += step_return
@@ -106,6 +138,11 @@ def interval_for_steps(lower: Sequence[float], upper: Sequence[float], days: int
     return np.asarray(lower)[index] * scale, np.asarray(upper)[index] * scale
 
 
+def _prices_until_today(ticker: str, config: dict, cache_dir: str | None) -> pd.DataFrame:
+    tomorrow = dt.date.today() + dt.timedelta(days=1)
+    return load_prices(ticker, config["start"], f"{tomorrow:%Y-%m-%d}", cache_dir)
+
+
 def latest_prices(config: dict, ticker: str | None, csv: str | None, cache_dir: str | None):
     """The price history to forecast from, and its name."""
     if csv:
@@ -113,8 +150,45 @@ def latest_prices(config: dict, ticker: str | None, csv: str | None, cache_dir: 
     if config.get("csv") and not ticker:
         raise ForecastError("this run was trained on a CSV file: pass --csv PATH or --ticker.")
     ticker = ticker or config["ticker"]
-    tomorrow = dt.date.today() + dt.timedelta(days=1)
-    return load_prices(ticker, config["start"], f"{tomorrow:%Y-%m-%d}", cache_dir), ticker
+    return _prices_until_today(ticker, config, cache_dir), ticker
+
+
+def series_to_forecast(
+    run: LoadedRun, ticker: str | None, csv: str | None, cache_dir: str | None
+) -> tuple[pd.DataFrame, str, SeriesModel]:
+    """The prices to forecast from, their name, and the run's model for that series.
+
+    A global run forecasts one of the series it was trained on: the one named by
+    ``ticker`` (or by ``csv``'s file name), else the first.
+    """
+    config, metrics = run.config, run.metrics
+    if not metrics.get("global"):
+        prices, name = latest_prices(config, ticker, csv, cache_dir)
+        mean = np.asarray(metrics.get("feature_mean", []), dtype=np.float64)
+        return prices, name, SeriesModel(run.model, None, mean, metrics.get("interval"))
+    names, sources = metrics["series"], metrics["series_sources"]
+    if csv:
+        name = Path(csv).name
+    elif ticker:
+        name = ticker if ticker.lower().endswith(".csv") else ticker.upper()
+    else:
+        name = names[0]
+    if name not in names:
+        raise ForecastError(
+            f"this global model was trained on {', '.join(names)}; {name} is not one of them: "
+            "pass --ticker with one of those names (a CSV series by its file name)."
+        )
+    number = names.index(name)
+    source = sources[number]
+    if csv:
+        prices = read_price_csv(csv)
+    elif source.lower().endswith(".csv"):
+        prices = read_price_csv(source)
+    else:
+        prices = _prices_until_today(source, config, cache_dir)
+    record = metrics["tickers"][name]
+    mean = np.asarray(record["normalisation"]["feature_mean"], dtype=np.float64)
+    return prices, name, SeriesModel(run.model, number, mean, record.get("interval"))
 
 
 @dataclasses.dataclass
@@ -154,7 +228,7 @@ def forecast(
         raise ForecastError(f"--days must be at least 1, got {days}.")
     run = load_run(run_dir, inference="projects.stock_lstm.forecast")
     config, metrics = run.config, run.metrics
-    prices, name = latest_prices(config, ticker, csv, cache_dir or config.get("cache_dir"))
+    prices, name, model = series_to_forecast(run, ticker, csv, cache_dir or config.get("cache_dir"))
     features = _checked_features(prices, name, config, metrics)
     window = config["window"]
     last_date = prices.index[-1]
@@ -166,13 +240,8 @@ def forecast(
             f"{last_date:%Y-%m-%d}",
             age,
         )
-    cumulative = recursive_forecast(
-        run.model,
-        features.to_numpy()[-window:],
-        np.asarray(metrics["feature_mean"]),
-        days,
-    )
-    interval = metrics["interval"]
+    cumulative = recursive_forecast(model, features.to_numpy()[-window:], model.feature_mean, days)
+    interval = model.interval
     lower, upper = interval_for_steps(
         interval["lower_log_return"], interval["upper_log_return"], days
     )
@@ -214,28 +283,29 @@ def forecast_volatility(
 ) -> VolatilityForecast:
     """A --target volatility run's forecast from the latest window of the series."""
     run = load_run(run_dir, inference="projects.stock_lstm.forecast")
-    prices, name = latest_prices(run.config, ticker, csv, cache_dir or run.config.get("cache_dir"))
+    prices, name, model = series_to_forecast(
+        run, ticker, csv, cache_dir or run.config.get("cache_dir")
+    )
     features = _checked_features(prices, name, run.config, run.metrics)
     window = features.to_numpy(dtype=np.float32)[-run.config["window"] :]
-    predicted = float(run.model.predict(window[None], verbose=0)[0, 0])
+    predicted = float(model(window[None])[0, 0])
     return VolatilityForecast(
         name, prices.index[-1], int(run.config["horizon"]), max(predicted, 1e-4)
     )
 
 
-def serving(run: LoadedRun) -> Serving:
-    """What ``python -m shared.export`` exports: raw ``features`` windows -> ``forecast``.
+def _scored_series(config: dict, run: LoadedRun) -> list[tuple[int | None, str, object, object]]:
+    """(series number, name, windows, split) of each series the run was scored on."""
+    if run.metrics.get("global"):
+        from projects.stock_lstm.config import StockConfig
+        from projects.stock_lstm.global_model import load_all_series
 
-    The normalisation and the shrinkage towards the naive forecast are inside the
-    model, so the export takes the same raw windows as ``forecast``.
-    """
-    config = run.config
-    if config.get("tickers"):
-        raise ForecastError(
-            "this is a global (--tickers) run: its inputs are normalised per ticker outside "
-            "the model, so an export alone could not be used. Export a single-ticker run."
-        )
-    model = float32_twin(run.model)
+        fields = {f.name for f in dataclasses.fields(StockConfig)}
+        settings = StockConfig.create(**{k: v for k, v in config.items() if k in fields})
+        return [
+            (number, one.ticker, one.windows, one.split)
+            for number, one in enumerate(load_all_series(settings))
+        ]
     if config.get("csv"):
         prices, name = read_price_csv(config["csv"]), config["csv"]
     else:
@@ -248,12 +318,38 @@ def serving(run: LoadedRun) -> Serving:
     split = split_windows(
         len(windows), config["horizon"], config["val_fraction"], config["test_fraction"]
     )
-    test_inputs = windows.inputs[split.test]
-    test_targets = windows.targets[split.test]
+    return [(None, name, windows, split)]
+
+
+def serving(run: LoadedRun) -> Serving:
+    """What ``python -m shared.export`` exports: raw ``features`` windows -> ``forecast``.
+
+    The normalisation and the shrinkage towards the naive forecast are inside the
+    model, so the export takes the same raw windows as ``forecast``. A global run's
+    export takes the series' number as a second input, ``series``.
+    """
+    config = run.config
+    model = float32_twin(run.model)
+    series = _scored_series(config, run)
+    is_global = series[0][0] is not None
+
+    def batch_of_one(window: np.ndarray, number: int | None) -> list[np.ndarray]:
+        if number is None:
+            return [window[None]]
+        return [window[None], np.array([number], np.int32)]
+
+    tests = [
+        (batch_of_one(window, number), target)
+        for number, _, windows, split in series
+        for window, target in zip(
+            windows.inputs[split.test], windows.targets[split.test], strict=True
+        )
+    ]
 
     def mean_absolute_error(runner) -> float:
-        outputs = np.concatenate([runner([window[None]])[0] for window in test_inputs])
-        return float(np.mean(np.abs(outputs - test_targets)))
+        outputs = np.concatenate([runner(inputs)[0] for inputs, _ in tests])
+        targets = np.stack([target for _, target in tests])
+        return float(np.mean(np.abs(outputs - targets)))
 
     target = config.get("target", "price")
     meaning = (
@@ -262,20 +358,36 @@ def serving(run: LoadedRun) -> Serving:
         else f"forecast: log return of the close 1..{config['horizon']} trading days ahead "
         "(close_t+k = close_t * exp(forecast[k-1]))"
     )
-    train_inputs = windows.inputs[split.train]
+    feature_count = series[0][2].inputs.shape[-1]
+    inputs = [tf.TensorSpec((None, config["window"], feature_count), tf.float32, "features")]
+    which = ""
+    if is_global:
+        inputs.append(tf.TensorSpec((None,), tf.int32, "series"))
+        which = (
+            "series: which series each window is from, "
+            + ", ".join(f"{number} = {name}" for number, name, _, _ in series)
+            + ". "
+        )
+    names = ", ".join(name for _, name, _, _ in series)
+    # Calibration and comparison samples from every series, so each lookup row is used.
+    representative = [
+        batch_of_one(window, number)
+        for number, _, windows, split in series
+        for window in windows.inputs[split.train][-100 // len(series) :]
+    ]
+    samples = [sample for sample, _ in tests[:: max(1, len(tests) // 8)]][:8]
     return Serving(
         call=keras_call(model),
         trackable=model,
-        inputs=[tf.TensorSpec((None, config["window"], features.shape[1]), tf.float32, "features")],
+        inputs=inputs,
         outputs=["forecast"],
-        samples=[[window[None]] for window in test_inputs[:8]],
-        representative=[[window[None]] for window in train_inputs[-100:]],
-        held_out=HeldOut(
-            f"MAE on the {len(test_targets)} test windows of {name}", mean_absolute_error
-        ),
+        samples=samples,
+        representative=representative,
+        held_out=HeldOut(f"MAE on the {len(tests)} test windows of {names}", mean_absolute_error),
         calibrate_int8=False,
         description=f"features: the last {config['window']} trading days, oldest first, one "
-        f"row per day with these raw columns: {', '.join(run.metrics['features'])}. {meaning}.",
+        f"row per day with these raw columns: {', '.join(run.metrics['features'])}. {which}"
+        f"{meaning}.",
     )
 
 
@@ -317,13 +429,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Only the settings decide which forecast to make; forecast() loads and checks the run.
     run_config = read_json_or_none(Path(args.run_dir) / "config.json")
     run_config = run_config if isinstance(run_config, dict) else {}
-    if run_config.get("tickers"):
-        print(
-            f"error: {args.run_dir} holds a global model (--tickers); forecast.py works with "
-            "single-ticker runs: train one with --ticker.",
-            file=sys.stderr,
-        )
-        return 2
     if run_config.get("target") == "volatility":
         result = exit_on_user_error(
             lambda: forecast_volatility(args.run_dir, args.ticker, args.csv, args.cache_dir)

@@ -12,8 +12,11 @@ dates for every series (those of the first ticker's split), so the global model
 is scored per ticker on exactly the test days of the single-ticker runs, next to
 the same baselines.
 
-The saved model takes windows normalised per series (the statistics are in
-``metrics.json``); ``forecast.py`` works with single-ticker runs only.
+The saved ``model.keras`` is self-contained, like a single-ticker run's: it takes
+raw feature windows and the series' number (its place in ``metrics.json``'s
+``series``) and looks up that series' normalisation, output scale and reported
+weight w itself, so ``forecast.py --ticker NAME`` and ``shared.export`` work on
+global runs too.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from projects.stock_lstm.config import StockConfig
@@ -101,20 +105,38 @@ def parse_tickers(text: str) -> list[str]:
     return tickers
 
 
+def series_name(entry: str) -> str:
+    """What a ``--tickers`` entry is called in tables and in ``forecast.py --ticker``."""
+    return Path(entry).name if entry.lower().endswith(".csv") else entry
+
+
 def load_all_series(config: StockConfig) -> list[Series]:
     """Every ticker's windows, split at the first ticker's dates, with its statistics."""
     series = []
     reference = None
+    columns = None
     for entry in parse_tickers(config.tickers):
         if entry.lower().endswith(".csv"):
-            prices, ticker = read_price_csv(entry), Path(entry).name
+            prices = read_price_csv(entry)
         else:
             prices = load_prices(entry, config.start, config.end, config.cache_dir or None)
-            ticker = entry
+        ticker = series_name(entry)
+        if any(one.ticker == ticker for one in series):
+            raise UserError(
+                f"two series are called {ticker}: rename one of the files so that each "
+                "series has its own name."
+            )
         check_length(prices, config, ticker)
-        windows = make_windows(
-            prices, compute_features(prices), config.window, config.horizon, config.target
-        )
+        features = compute_features(prices)
+        if columns is None:
+            columns = list(features.columns)
+        elif list(features.columns) != columns:
+            raise UserError(
+                f"{ticker} gives the features {list(features.columns)} but {series[0].ticker} "
+                f"gives {columns}: one global model needs the same price columns (High/Low, "
+                "Volume) in every series; drop the columns the others lack from the CSV."
+            )
+        windows = make_windows(prices, features, config.window, config.horizon, config.target)
         if reference is None:
             split = split_windows(
                 len(windows), config.horizon, config.val_fraction, config.test_fraction
@@ -152,6 +174,38 @@ def pooled(series: list[Series]) -> tuple[Windows, Split]:
     return windows, Split(slice(0, train_count), slice(train_count, len(targets)), slice(0, 0))
 
 
+def self_contained(core: keras.Model, series: list[Series], weights: list[float]) -> keras.Model:
+    """The saved global forecaster: raw ``features`` windows and a ``series`` number in.
+
+    The network was trained on windows normalised per series and on targets in
+    units of each series' spread; three frozen lookup tables (one row per series)
+    put both steps inside the model: the feature mean, 1/standard deviation, and
+    the output scale (target spread times the reported weight w).
+    """
+    window, features = core.input.shape[1:]
+    count = len(series)
+    raw = keras.Input((window, features), name="features")
+    number = keras.Input((), dtype="int32", name="series")
+    tables = {
+        "series_feature_mean": np.stack([one.feature_mean for one in series]),
+        "series_feature_inverse_std": np.stack(
+            [1.0 / np.sqrt(one.feature_variance) for one in series]
+        ),
+        "series_output_scale": np.array(
+            [[one.target_scale * weight] for one, weight in zip(series, weights, strict=True)]
+        ),
+    }
+    looked_up = {}
+    for name, values in tables.items():
+        table = keras.layers.Embedding(count, values.shape[1], trainable=False, name=name)
+        looked_up[name] = table(number)
+        table.set_weights([values.astype(np.float32)])
+    mean = keras.ops.expand_dims(looked_up["series_feature_mean"], 1)
+    inverse_std = keras.ops.expand_dims(looked_up["series_feature_inverse_std"], 1)
+    outputs = core((raw - mean) * inverse_std) * looked_up["series_output_scale"]
+    return keras.Model([raw, number], outputs, name=f"{core.name}_global")
+
+
 def train_global(config: StockConfig, run) -> dict:
     """Train one network on every ticker; score it per ticker; returns metrics.json's content."""
     from projects.stock_lstm.train import (
@@ -183,6 +237,7 @@ def train_global(config: StockConfig, run) -> dict:
     )
     run.keep_chosen_epoch(model)
     per_ticker = {}
+    weights = []
     for one in series:
         predicted = (
             model.predict(one.normalised_inputs(), batch_size=1024, verbose=0).astype(np.float64)
@@ -207,6 +262,7 @@ def train_global(config: StockConfig, run) -> dict:
                 close,
             )
             table = format_table(evaluation["methods"])
+        weights.append(evaluation["combination_weight"] if config.target == "price" else 1.0)
         log.info(
             "%s, test period %s to %s (global model):\n%s",
             one.ticker,
@@ -233,7 +289,10 @@ def train_global(config: StockConfig, run) -> dict:
         "global": True,
         "target": config.target,
         "cell": config.cell,
+        "features": list(compute_features(series[0].prices).columns),
+        "series": [one.ticker for one in series],
+        "series_sources": parse_tickers(config.tickers),
         "tickers": per_ticker,
     }
-    run.finish(model, metrics)
+    run.finish(self_contained(model, series, weights), metrics)
     return metrics
