@@ -153,6 +153,15 @@ def latest_prices(config: dict, ticker: str | None, csv: str | None, cache_dir: 
     return _prices_until_today(ticker, config, cache_dir), ticker
 
 
+def check_global_run_is_self_contained(metrics: dict) -> None:
+    """Global runs saved before the model held each series' statistics cannot forecast."""
+    if "series" not in metrics:
+        raise ForecastError(
+            "this global run was saved by an earlier version, whose model needs inputs "
+            "normalised outside it; train it again to forecast or export it."
+        )
+
+
 def series_to_forecast(
     run: LoadedRun, ticker: str | None, csv: str | None, cache_dir: str | None
 ) -> tuple[pd.DataFrame, str, SeriesModel]:
@@ -166,6 +175,7 @@ def series_to_forecast(
         prices, name = latest_prices(config, ticker, csv, cache_dir)
         mean = np.asarray(metrics.get("feature_mean", []), dtype=np.float64)
         return prices, name, SeriesModel(run.model, None, mean, metrics.get("interval"))
+    check_global_run_is_self_contained(metrics)
     names, sources = metrics["series"], metrics["series_sources"]
     if csv:
         name = Path(csv).name
@@ -297,6 +307,7 @@ def forecast_volatility(
 def _scored_series(config: dict, run: LoadedRun) -> list[tuple[int | None, str, object, object]]:
     """(series number, name, windows, split) of each series the run was scored on."""
     if run.metrics.get("global"):
+        check_global_run_is_self_contained(run.metrics)
         from projects.stock_lstm.config import StockConfig
         from projects.stock_lstm.global_model import load_all_series
 
