@@ -24,10 +24,12 @@ import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import keras
 import tensorflow as tf
 
+from shared.cli import interrupt_requested
 from shared.distribute import worker_role
 from shared.errors import UserError
 from shared.saving import (
@@ -319,6 +321,22 @@ class ChiefStateSync(keras.callbacks.Callback):
         log.info("Workers synchronised to the chief's state (start epoch %d)", int(synced[0]))
 
 
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Raise KeyboardInterrupt at the next batch once Ctrl-C was pressed.
+
+    Ctrl-C normally stops training where it lands. When it lands inside a
+    finalizer, Python drops the KeyboardInterrupt ("Exception ignored in ...")
+    and training would go on; `shared.cli` also records the request, and this
+    callback raises it again. It runs last, so a finished epoch is committed first.
+    """
+
+    def _check(self, *args: Any, **kwargs: Any) -> None:
+        if interrupt_requested():
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_predict_batch_end = on_epoch_end = _check
+
+
 class StopOnInvalidLoss(keras.callbacks.TerminateOnNaN):
     """Stop training at the first batch whose loss is NaN or infinite, and say why.
 
@@ -383,4 +401,5 @@ def standard_callbacks(
         ChiefStateSync(),
         keras.callbacks.TensorBoard(str(run_dir / "tensorboard")),
         StopOnInvalidLoss(),
+        StopOnInterrupt(),
     ]

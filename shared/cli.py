@@ -24,8 +24,10 @@ import contextlib
 import logging
 import os
 import shlex
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -192,6 +194,23 @@ def exit_on_user_error(function: Callable[[], Any]) -> Any:
         raise SystemExit(130) from None
 
 
+_INTERRUPT_REQUESTED = threading.Event()
+
+
+def interrupt_requested() -> bool:
+    """Whether Ctrl-C was pressed during training (see `run_training_cli`)."""
+    return _INTERRUPT_REQUESTED.is_set()
+
+
+def _on_interrupt(signum: int, frame: Any) -> None:
+    # Python raises KeyboardInterrupt wherever the main thread is; inside a finalizer
+    # (__del__, which TensorFlow's objects run often) it is printed as "Exception
+    # ignored" and dropped. The flag survives: shared.callbacks.StopOnInterrupt raises
+    # it again at the next batch.
+    _INTERRUPT_REQUESTED.set()
+    raise KeyboardInterrupt
+
+
 def run_training_cli(
     main: Callable[[ConfigT], Any],
     config_class: type[ConfigT],
@@ -217,6 +236,8 @@ def run_training_cli(
         config = parse_config(config_class, argv, description)
 
     def train() -> Any:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, _on_interrupt)
         try:
             return main(config)
         except KeyboardInterrupt:

@@ -247,3 +247,46 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Resuming the interrupted run" in resumed.stderr
     assert history_epochs(run_dir / "history.csv") == list(range(300))
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the drop itself
+def test_ctrl_c_swallowed_by_a_finalizer_still_stops_training_at_the_next_batch():
+    """Python drops a KeyboardInterrupt raised inside __del__; training must stop anyway."""
+    import gc
+
+    import keras
+    import numpy as np
+
+    from shared import cli
+    from shared.callbacks import StopOnInterrupt
+
+    class ObjectWhoseFinalizerGetsTheSignal:
+        def __del__(self):
+            cli._on_interrupt(signal.SIGINT, None)  # raises; Python prints and drops it
+
+    class InterruptInsideAFinalizer(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 2:
+                ObjectWhoseFinalizerGetsTheSignal()  # collected at once: __del__ runs here
+                gc.collect()
+
+    batches = []
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    inputs = np.zeros((64, 2), np.float32)
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs: batches.append(batch)
+    )
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            model.fit(
+                inputs,
+                inputs[:, :1],
+                batch_size=4,
+                epochs=3,
+                verbose=0,
+                callbacks=[record, InterruptInsideAFinalizer(), StopOnInterrupt()],
+            )
+    finally:
+        cli._INTERRUPT_REQUESTED.clear()
+    assert batches == [0, 1, 2]  # stopped after the batch where the signal was lost
