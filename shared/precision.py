@@ -58,7 +58,10 @@ def choose_precision(
     if cpu_bfloat16 and bfloat16_faster_on_cpu:
         return "mixed_bfloat16", "the CPU computes bfloat16 natively (AVX512-BF16/AMX)"
     if cpu_bfloat16:
-        return "float32", "this model trained slower in bfloat16 on this CPU (make bench-*)"
+        return (
+            "float32",
+            "this model is not measured faster in bfloat16 on such CPUs (make bench-*)",
+        )
     return "float32", "the CPU has no native bfloat16 (no AVX512-BF16 or AMX)"
 
 

@@ -130,9 +130,11 @@ def main(config: ShakespeareConfig) -> dict:
         len(val_text),
         len(vocabulary),
     )
-    # Mixed precision, when chosen, applies to this run's models only. make bench-shakespeare
-    # measured bfloat16 faster for the transformer, slower for the GRU, on a bfloat16 CPU.
-    bfloat16_faster = config.cell == "transformer"
+    # Mixed precision, when chosen, applies to this run's models only. On a bfloat16 CPU,
+    # make bench-shakespeare measured bfloat16 faster for the transformer and the GRU, and a
+    # 20-minute GRU run reached a lower validation loss in bfloat16 (1.488) than in float32
+    # (1.510). The LSTM and the SimpleRNN are not measured, so they stay in float32.
+    bfloat16_faster = config.cell in ("transformer", "gru")
     with training_precision(config.mixed_precision, bfloat16_faster) as policy:
         return _train_and_score(config, run, train_text, val_text, vocabulary, policy)
 
