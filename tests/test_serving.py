@@ -75,8 +75,10 @@ def keras_inputs_and_outputs(name: str, run_dir, length: int = 3):
 
     Batches of several rows (several characters for Shakespeare) check that the
     exported shapes are not fixed to the samples'.
+    Exports compute in float32, so a run trained in bfloat16 is compared through its
+    float32 twin (same weights).
     """
-    model = load_run(run_dir).model
+    model = float32_twin(load_run(run_dir).model)
     rng = np.random.default_rng(0)
     if name == "xor":
         inputs = {"bits": INPUTS}
