@@ -191,7 +191,7 @@ def test_mixed_precision_auto_picks_what_the_hardware_computes_fast():
     assert choose_precision("off", [(8, 0)], cpu_bfloat16=True)[0] == "float32"
     policy, reason = choose_precision("auto", [], cpu_bfloat16=False)
     assert "no native bfloat16" in reason
-    # A model not measured faster in bfloat16 (the LSTM) stays float32 on a bfloat16 CPU ...
+    # A model not measured faster in bfloat16 (the SimpleRNN) stays float32 on a bfloat16 CPU ...
     policy, reason = choose_precision("auto", [], cpu_bfloat16=True, bfloat16_faster_on_cpu=False)
     assert policy == "float32" and "not measured faster in bfloat16" in reason
     # ... unless asked for, and GPUs are unaffected.

@@ -102,8 +102,8 @@ class ShakespeareConfig(TrainConfig):
     mixed_precision: str = option(
         "auto",
         "auto: float16 on GPUs with tensor cores; on CPUs that compute bfloat16 natively "
-        "(AVX512-BF16 or AMX), bfloat16 for the transformer and the GRU (measured faster, "
-        "and the GRU's 20-minute result better) and float32 for the LSTM and SimpleRNN (not "
+        "(AVX512-BF16 or AMX), bfloat16 for the transformer, the GRU and the LSTM (measured "
+        "faster, and the RNNs' 20-minute results better) and float32 for the SimpleRNN (not "
         "measured); else float32. on: 16 bits anyway; off: float32.",
         choices=("auto", "on", "off"),
     )
