@@ -68,6 +68,7 @@ import pandas as pd
 import tensorflow as tf
 
 from projects.stock_lstm.data import compute_features, make_windows, split_windows
+from projects.stock_lstm.global_model import series_name
 from shared.cli import exit_on_user_error, setup_logging
 from shared.errors import UserError
 from shared.export import HeldOut, Serving, float32_twin, keras_call
@@ -177,12 +178,7 @@ def series_to_forecast(
         return prices, name, SeriesModel(run.model, None, mean, metrics.get("interval"))
     check_global_run_is_self_contained(metrics)
     names, sources = metrics["series"], metrics["series_sources"]
-    if csv:
-        name = Path(csv).name
-    elif ticker:
-        name = ticker if ticker.lower().endswith(".csv") else ticker.upper()
-    else:
-        name = names[0]
+    name = series_name(csv or ticker) if csv or ticker else names[0]
     if name not in names:
         raise ForecastError(
             f"this global model was trained on {', '.join(names)}; {name} is not one of them: "

@@ -106,8 +106,12 @@ def parse_tickers(text: str) -> list[str]:
 
 
 def series_name(entry: str) -> str:
-    """What a ``--tickers`` entry is called in tables and in ``forecast.py --ticker``."""
-    return Path(entry).name if entry.lower().endswith(".csv") else entry
+    """What a ``--tickers`` entry is called in tables and in ``forecast.py --ticker``.
+
+    A price file by its file name, a ticker in capitals.
+    """
+    entry = entry.strip()
+    return Path(entry).name if entry.lower().endswith(".csv") else entry.upper()
 
 
 def load_all_series(config: StockConfig) -> list[Series]:
