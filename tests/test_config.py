@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -139,8 +140,8 @@ ALL_CONFIGS = (XorConfig, StockConfig, ShakespeareConfig, CifarConfig)
 def test_every_project_quick_config_is_valid_and_smaller(config_class):
     quick = parse_config(config_class, ["--quick"])
     default = config_class()
-    # CIFAR's --epochs 0 means the model's own recipe.
-    default_epochs = default.epochs or DEFAULT_EPOCHS.get(getattr(default, "model", ""), 0)
+    # --epochs 0 means CIFAR's model's own recipe, or Shakespeare's 20-minute budget.
+    default_epochs = default.epochs or DEFAULT_EPOCHS.get(getattr(default, "model", ""), math.inf)
     assert quick.quick and 1 <= quick.epochs <= default_epochs
     assert quick != dataclasses.replace(default, quick=True), "QUICK changes nothing"
 
@@ -191,3 +192,12 @@ def test_validation_windows_follow_nanogpt_unless_the_transformer_reads_less():
     assert transformer.validation_window == 128  # it reads no more than its window
     with pytest.raises(ConfigError, match="--eval-length 200 is longer than --seq-length 128"):
         ShakespeareConfig.create(cell="transformer", seq_length=128, eval_length=200)
+
+
+def test_shakespeare_trains_for_twenty_minutes_unless_told_otherwise():
+    assert parse_config(ShakespeareConfig, []).budget_minutes == 20  # the default run
+    assert parse_config(ShakespeareConfig, ["--epochs", "5"]).budget_minutes == 0
+    assert parse_config(ShakespeareConfig, ["--quick"]).budget_minutes == 0  # 1 epoch
+    assert parse_config(ShakespeareConfig, ["--minutes", "3"]).budget_minutes == 3
+    # An explicit budget decides the epochs even when --epochs is given too.
+    assert parse_config(ShakespeareConfig, ["--epochs", "5", "--minutes", "3"]).budget_minutes == 3

@@ -49,7 +49,7 @@ QUICK_RUNS = {
     # forecast is often exactly naive (its combination weight is 0), so it checks less.
     "stock": ("projects.stock_lstm.train", ["--target", "volatility"]),
     "stock_price": ("projects.stock_lstm.train", []),
-    "gru": ("projects.shakespeare.train", []),
+    "lstm": ("projects.shakespeare.train", []),  # the default character model
     "transformer": (
         "projects.shakespeare.train",
         ["--cell", "transformer", "--mixed-precision", "off"],
@@ -148,12 +148,12 @@ def test_tflite_in_the_interpreter_gives_the_keras_outputs(runs, name, tmp_path)
     runner = tf.lite.Interpreter(model_path=str(result.model_path)).get_signature_runner()
     # TFLite has static shapes: one row (one character) per call.
     inputs, expected = keras_inputs_and_outputs(name, runs[name], length=1)
-    if name != "gru" and name != "transformer":
+    if name != "lstm" and name != "transformer":
         inputs = {key: value[:1] for key, value in inputs.items()}
         expected = {key: value[:1] for key, value in expected.items()}
     assert_close(runner(**inputs), expected)
     assert (tmp_path / "tflite" / "README.txt").exists()
-    if name in ("gru", "transformer"):
+    if name in ("lstm", "transformer"):
         vocabulary = json.loads((tmp_path / "tflite" / "vocabulary.json").read_text())
         assert vocabulary[0] == "[UNK]" and "e" in vocabulary
 
@@ -249,7 +249,7 @@ def demo_url(runs, tmp_path_factory):
     """The demo serving the quick runs (and no others) on a free localhost port."""
     root = tmp_path_factory.mktemp("demo")
     port = free_port()
-    chosen = [runs[name] for name in ("xor", "cifar", "gru", "stock_price")]
+    chosen = [runs[name] for name in ("xor", "cifar", "lstm", "stock_price")]
     args = ["--port", str(port), "--runs-root", str(root / "none")]
     args += [item for run_dir in chosen for item in ("--run", str(run_dir))]
     log = open(root / "demo.log", "w")  # noqa: SIM115 - open while the server runs

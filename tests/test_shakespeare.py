@@ -412,7 +412,7 @@ def test_precision_follows_the_family_measured_faster(trained_run, tmp_path):
     # The GRU, the LSTM and the transformer were measured faster in bfloat16 on bfloat16
     # CPUs; the SimpleRNN was not, so it stays in float32 everywhere.
     expected = "mixed_bfloat16" if cpu_supports_bfloat16() else "float32"
-    _, metrics = trained_run  # the GRU
+    _, metrics = trained_run  # the default: the LSTM
     assert metrics["precision_policy"] == expected
     attention = train_shakespeare(
         ShakespeareConfig.create(

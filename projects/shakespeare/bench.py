@@ -129,7 +129,8 @@ def main() -> None:
     vocabulary = build_vocabulary(train_text)
     ids = encode(train_text, vocabulary)
     cases = {
-        "GRU (default)": ShakespeareConfig(),
+        "LSTM (default)": ShakespeareConfig(),
+        "GRU (--cell gru)": ShakespeareConfig(cell="gru"),
         "transformer (--cell transformer)": ShakespeareConfig.create(cell="transformer"),
         "TF tutorial (GRU 1024, embedding 256)": ShakespeareConfig(
             units=1024, embedding_dim=256, dropout=0.0
