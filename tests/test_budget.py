@@ -54,3 +54,36 @@ def test_shakespeare_minutes_run_resumes_with_its_first_epoch_count(tmp_path):
     assert f"keeping this run's {planned} epochs" in resumed.stderr
     lines = (run_dir / "history.csv").read_text().splitlines()
     assert len(lines) == 1 + planned
+
+
+def test_one_stalled_step_does_not_stretch_the_planned_epoch():
+    import time
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from shared.budget import time_one_epoch
+
+    stall_seconds, stalled_batch = 3.0, 6  # a timed step (after the 3 warm-up steps)
+
+    def maybe_stall(index):
+        if int(index) == stalled_batch:  # e.g. another program taking the cores
+            time.sleep(stall_seconds)
+        return index
+
+    rows = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    batches = tf.data.Dataset.range(64).map(
+        lambda index: tf.py_function(maybe_stall, [index], tf.int64)
+    )
+    data = batches.map(lambda index: (tf.constant(rows), tf.constant(rows[:, :1])))
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="sgd", loss="mse")
+    before = [weight.copy() for weight in model.get_weights()]
+    # 10 timed steps of milliseconds each: with the stall in one of them, their mean
+    # would plan 100 steps at about 0.3 s; the median plans what the steps take.
+    seconds = time_one_epoch(model, data, steps_per_epoch=100, timed_steps=10)
+    assert seconds < stall_seconds
+    for saved, restored in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(saved, restored)  # the timing leaves no trace
