@@ -10,6 +10,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import scipy.stats
 import tensorflow as tf
 
 from shared.saving import read_json_or_none, write_json
@@ -48,11 +49,12 @@ def time_one_epoch(
 
     One short ``fit`` runs a few warm-up steps (tracing, the input pipeline
     filling its buffers) and then ``timed_steps`` steps, and only the latter are
-    timed: the epoch is ``steps_per_epoch`` times their median duration. Timing
-    the whole call instead counted the start-up in every step and over-estimated
-    epochs by 25-45%; the mean of the steps let a moment of other work on the
-    machine count in every step of the plan (a Shakespeare LSTM run planned 63 s
-    per epoch and took 54 s; its steps, timed apart, take 0.33 s).
+    timed: the epoch is ``steps_per_epoch`` times their mean duration without the
+    fastest and slowest 10%. Timing the whole call instead counted the start-up
+    in every step and over-estimated epochs by 25-45%; the plain mean let a
+    moment of other work on the machine count in every step of the plan (a
+    Shakespeare LSTM run planned 63 s per epoch and took 54 s); the median, lower
+    than the mean of steps whose times are skewed, under-estimated by 5%.
 
     ``data`` is one epoch (or more) of training batches. The model's weights
     (batch-norm statistics included) are put back afterwards; compile it again
@@ -70,7 +72,7 @@ def time_one_epoch(
         callbacks=[clock],
     )
     step_seconds = np.diff(clock.times[warmup - 1 :])
-    seconds = float(np.median(step_seconds)) * steps_per_epoch
+    seconds = float(scipy.stats.trim_mean(step_seconds, 0.1)) * steps_per_epoch
     model.set_weights(weights)
     return seconds
 

@@ -82,7 +82,7 @@ def test_one_stalled_step_does_not_stretch_the_planned_epoch():
     model.compile(optimizer="sgd", loss="mse")
     before = [weight.copy() for weight in model.get_weights()]
     # 10 timed steps of milliseconds each: with the stall in one of them, their mean
-    # would plan 100 steps at about 0.3 s; the median plans what the steps take.
+    # would plan 100 steps at about 0.3 s; without the slowest, what the steps take.
     seconds = time_one_epoch(model, data, steps_per_epoch=100, timed_steps=10)
     assert seconds < stall_seconds
     for saved, restored in zip(before, model.get_weights(), strict=True):
