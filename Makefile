@@ -47,7 +47,7 @@ stock-lstm-forecast: $(INSTALLED) ## Forecast the next days with the latest stoc
 stock-gradients: $(INSTALLED) ## SimpleRNN vs LSTM: gradient size against distance, from NumPy BPTT (~1 min)
 	$(BIN)/python -m projects.stock_lstm.gradients $(ARGS)
 
-shakespeare: $(INSTALLED) ## Train the Shakespeare character model (about 17 min on 2 CPU cores)
+shakespeare: $(INSTALLED) ## Train the Shakespeare character model (LSTM; as many epochs as fit in 20 min)
 	$(BIN)/python -m projects.shakespeare.train $(ARGS)
 
 shakespeare-generate: $(INSTALLED) ## Generate text with the latest Shakespeare run; ARGS="--length 1000"

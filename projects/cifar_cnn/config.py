@@ -73,6 +73,14 @@ class CifarConfig(TrainConfig):
     whiten: bool = option(
         True, "airbench: frozen patch-whitening first layer (else a learned 2x2 conv)."
     )
+    whiten_eps: float = option(
+        5e-4,
+        "airbench: added to each patch-covariance eigenvalue before the whitening filter is "
+        "scaled by 1/sqrt(eigenvalue + eps); larger values amplify the weakest patterns less "
+        "(in JPEG images, fine colour detail is mostly compression residue).",
+        minimum=0.0,
+        exclusive_minimum=True,
+    )
     dirac_init: bool = option(True, "airbench: 3x3 convolutions start as identities.")
     bn_bias_lr_scale: float = option(
         64.0, "airbench: learning-rate multiplier of batch norm's shift.", minimum=1.0

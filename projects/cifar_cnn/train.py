@@ -222,7 +222,9 @@ def main(config: CifarConfig) -> dict:
         if is_airbench:
             # The whitening filters come from the training images only (5,000 suffice).
             whitening = (
-                airbench.patch_whitening_filters(train_images[:5000], mean, variance)
+                airbench.patch_whitening_filters(
+                    train_images[:5000], mean, variance, eps=config.whiten_eps
+                )
                 if config.whiten
                 else None
             )
