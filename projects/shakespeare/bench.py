@@ -4,7 +4,7 @@
 
 Prints characters per second for
 
-* training the GRU (the default), the attention model (``--cell transformer``)
+* training the LSTM (the default), the GRU, the attention model (``--cell transformer``)
   and the TensorFlow text-generation tutorial's model (Embedding 256, GRU 1024),
   each in float32 and, on CPUs that compute bfloat16 natively, in mixed
   bfloat16, on the real data pipeline after a warm-up that excludes tracing
