@@ -194,8 +194,10 @@ def test_validation_windows_follow_nanogpt_unless_the_transformer_reads_less():
         ShakespeareConfig.create(cell="transformer", seq_length=128, eval_length=200)
 
 
-def test_shakespeare_trains_for_twenty_minutes_unless_told_otherwise():
-    assert parse_config(ShakespeareConfig, []).budget_minutes == 20  # the default run
+def test_shakespeare_trains_the_lstm_for_twenty_minutes_unless_told_otherwise():
+    default = parse_config(ShakespeareConfig, [])
+    assert (default.cell, default.learning_rate, default.budget_minutes) == ("lstm", 3e-3, 20)
+    assert parse_config(ShakespeareConfig, ["--cell", "gru"]).learning_rate == 2e-3
     assert parse_config(ShakespeareConfig, ["--epochs", "5"]).budget_minutes == 0
     assert parse_config(ShakespeareConfig, ["--quick"]).budget_minutes == 0  # 1 epoch
     assert parse_config(ShakespeareConfig, ["--minutes", "3"]).budget_minutes == 3

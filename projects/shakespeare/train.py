@@ -109,7 +109,7 @@ def seconds_per_epoch(
     core: keras.Model, train_data: tf.data.Dataset, val_data: tf.data.Dataset, steps: int
 ) -> float:
     """Seconds of one epoch's training steps plus one validation pass, from a short timing."""
-    training = time_one_epoch(core, train_data, steps, timed_steps=min(20, steps))
+    training = time_one_epoch(core, train_data, steps, timed_steps=min(40, steps))
     core.evaluate(val_data.take(1), verbose=0)  # trace once
     started = time.perf_counter()
     core.evaluate(val_data, verbose=0)
