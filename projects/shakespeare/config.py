@@ -41,7 +41,7 @@ class ShakespeareConfig(TrainConfig):
                 "dropout": 0.1,
                 "seq_length": 128,
                 "learning_rate": 2e-3,
-            }
+            },
         }
     }
 
