@@ -133,7 +133,7 @@ def main() -> None:
         "GRU (--cell gru)": ShakespeareConfig(cell="gru"),
         "transformer (--cell transformer)": ShakespeareConfig.create(cell="transformer"),
         "TF tutorial (GRU 1024, embedding 256)": ShakespeareConfig(
-            units=1024, embedding_dim=256, dropout=0.0
+            cell="gru", units=1024, embedding_dim=256, dropout=0.0
         ),
     }
     policies = ["float32"] + (["mixed_bfloat16"] if cpu_supports_bfloat16() else [])
