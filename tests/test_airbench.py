@@ -176,6 +176,58 @@ def test_the_triangular_schedule_rises_then_falls():
     assert airbench.keras_learning_rate(airbench.RECIPE, 1024) == pytest.approx(1.5)
 
 
+@pytest.mark.parametrize("shape", [(216, 64), (64, 576)])
+def test_orthogonalize_equalises_singular_values_and_keeps_singular_vectors(shape):
+    gradient = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    gradient[:, 0] *= 20  # one dominant direction: condition number in the tens
+    before = np.linalg.svd(gradient, compute_uv=False)
+    assert before.max() / before.min() > 5
+    result = keras.ops.convert_to_numpy(
+        airbench.orthogonalize(keras.ops.convert_to_tensor(gradient))
+    )
+    assert result.shape == shape
+    after = np.linalg.svd(result, compute_uv=False)
+    assert after.min() > 0.5 and after.max() < 1.3  # the dominant direction no longer dominates
+    # Same singular vectors: U^T result V is diagonal.
+    left, _, right = np.linalg.svd(gradient, full_matrices=False)
+    rotated = left.T @ result @ right.T
+    assert np.abs(rotated - np.diag(np.diag(rotated))).max() < 1e-3
+
+
+def test_a_muon_sgd_step_follows_the_recipe():
+    """Conv kernels: rescaled to norm sqrt(outputs), then a step of rate x the orthogonalised
+    Nesterov momentum. Other weights: Nesterov SGD at their own rate x batch, with decay."""
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="block1a_conv")(inputs)
+    x = airbench.ScaledBias(name="block1a_shift")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, use_bias=False, name="dense")(x))
+    kernel, shift, head = (
+        model.get_layer(name).weights[0] for name in ("block1a_conv", "block1a_shift", "dense")
+    )
+    kernel.assign(kernel * 7.0)  # far from the norm Muon keeps
+    batch_size = 32
+    airbench.compile_airbench_muon(model, total_steps=10, whiten_steps=3, batch_size=batch_size)
+    optimizer, recipe = model.optimizer, airbench.MUON_RECIPE
+    rng = np.random.default_rng(1)
+    gradients = [rng.normal(size=v.shape).astype(np.float32) for v in (kernel, shift, head)]
+    before = [keras.ops.convert_to_numpy(v) for v in (kernel, shift, head)]
+    optimizer.apply_gradients(zip(gradients, [kernel, shift, head], strict=True))
+    after = [keras.ops.convert_to_numpy(v) for v in (kernel, shift, head)]
+
+    # First step: momentum buffer = gradient, Nesterov direction = (1 + beta) * gradient.
+    direction = (1 + recipe.muon_momentum) * gradients[0].reshape(-1, 16)
+    orthogonal = keras.ops.convert_to_numpy(airbench.orthogonalize(direction))
+    rescaled = before[0] * (16**0.5 / np.linalg.norm(before[0]))
+    expected = rescaled - recipe.muon_rate * orthogonal.reshape(before[0].shape)
+    np.testing.assert_allclose(after[0], expected, atol=1e-5)
+    for index, rate in ((1, recipe.shift_rate), (2, recipe.head_rate)):
+        rate *= batch_size  # per summed example -> Keras's mean loss
+        decayed = gradients[index] + recipe.weight_decay * batch_size / rate * before[index]
+        expected = before[index] - rate * (1 + recipe.sgd_momentum) * decayed
+        np.testing.assert_allclose(after[index], expected, rtol=1e-4, atol=1e-5)
+
+
 CPUINFO_WITH_BF16 = "processor : 0\nflags : fpu sse avx2 avx512f avx512_bf16 amx_tile\n"
 CPUINFO_WITHOUT = "processor : 0\nflags : fpu sse avx2 fma\n"
 

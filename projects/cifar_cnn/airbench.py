@@ -268,6 +268,7 @@ def build_airbench(
     bn_bias_lr_scale: float = 64.0,
     width: int = 32,
     recipe: AirbenchRecipe = RECIPE,
+    optimizer: str = "sgd",
 ) -> keras.Model:
     """``uint8`` images -> logits, the airbench94 network.
 
@@ -282,17 +283,21 @@ def build_airbench(
         bn_bias_lr_scale: Learning-rate multiplier of batch norm's shift.
         width: Scales the three groups' filters: 32 gives the recipe's 64, 256, 256.
         recipe: The hyperparameters.
+        optimizer: "sgd" (airbench94) or "muon" (airbench94_muon: `MuonSGD`
+            applies weight decay itself, so no L2 terms; the classifier starts
+            with unit-variance weights and its logits are divided by 256).
 
     Returns:
         The uncompiled Functional model. Its last layers compute in float32.
     """
-    l2 = l2_coefficient(recipe)
+    muon = optimizer == "muon"
+    l2 = 0.0 if muon else l2_coefficient(recipe)
     settings = {
         "initializer": DiracInitializer()
         if dirac_init
         else keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform"),
-        "regularizer": keras.regularizers.L2(l2 / 2),
-        "bias_scale": math.sqrt(bn_bias_lr_scale),
+        "regularizer": keras.regularizers.L2(l2 / 2) if l2 else None,
+        "bias_scale": 1.0 if muon else math.sqrt(bn_bias_lr_scale),
         "l2": l2,
     }
     images = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
@@ -314,12 +319,15 @@ def build_airbench(
     x = layers.Dense(
         num_classes,
         use_bias=False,
-        kernel_initializer=keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform"),
+        kernel_initializer=keras.initializers.RandomUniform(-(3**0.5), 3**0.5)
+        if muon
+        else keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform"),
         kernel_regularizer=settings["regularizer"],
         dtype="float32",
         name="dense",
     )(x)
-    logits = layers.Rescaling(recipe.logit_scale, dtype="float32", name="logits")(x)
+    logit_scale = MUON_RECIPE.logit_scale if muon else recipe.logit_scale
+    logits = layers.Rescaling(logit_scale, dtype="float32", name="logits")(x)
     model = keras.Model(images, logits, name="cifar_airbench")
     if whitening_kernel is not None:
         model.get_layer("whiten").kernel.assign(whitening_kernel)
@@ -397,6 +405,149 @@ class TriangularSchedule(keras.optimizers.schedules.LearningRateSchedule):
             "peak_at": self.peak_at,
             "end": self.end,
         }
+
+
+# ---------------------------------------------------------------------------
+# The Muon variant (airbench94_muon)
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class MuonRecipe:
+    """airbench94_muon's hyperparameters: 8 epochs instead of 10 for the same accuracy.
+
+    Rates are the reference's, per summed example; `MuonSGD` multiplies the SGD
+    ones by the batch size because Keras averages the loss.
+    """
+
+    batch_size: int = 2000
+    epochs: int = 8
+    muon_rate: float = 0.24  # scale-free: the update is orthogonalised
+    muon_momentum: float = 0.6
+    sgd_momentum: float = 0.85
+    shift_rate: float = 0.053  # batch norm's shift and the whitening bias
+    head_rate: float = 0.67
+    weight_decay: float = 2e-6  # per example: each step shrinks SGD weights by batch * this
+    logit_scale: float = 1 / 256
+
+
+MUON_RECIPE = MuonRecipe()
+
+
+def orthogonalize(matrix: tf.Tensor, steps: int = 3) -> tf.Tensor:
+    """The semi-orthogonal matrix nearest ``matrix``, roughly: its singular values are
+    pushed towards 1 (into about [0.7, 1.2]) by a quintic Newton-Schulz iteration."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    tall = matrix.shape[0] > matrix.shape[1]
+    x = ops.transpose(matrix) if tall else matrix
+    x = x / (ops.sqrt(ops.sum(ops.square(x))) + 1e-7)  # every singular value <= 1
+    for _ in range(steps):
+        gram = ops.matmul(x, ops.transpose(x))
+        x = a * x + ops.matmul(b * gram + c * ops.matmul(gram, gram), x)
+    return ops.transpose(x) if tall else x
+
+
+@keras.saving.register_keras_serializable(package="cifar_cnn")
+class MuonSGD(keras.optimizers.Optimizer):
+    """Muon on the 3x3 convolution kernels, Nesterov SGD on every other weight.
+
+    Muon (Keller Jordan, 2024): a kernel's Nesterov momentum, as a matrix with one
+    column per output channel, is replaced by its orthogonalisation (every
+    direction of the step gets the same size), and the kernel is rescaled to norm
+    sqrt(outputs) before each step (batch norm follows it, so only its direction
+    matters). Keras's own ``keras.optimizers.Muon`` only orthogonalises 2-D
+    weights and sends convolution kernels to AdamW, hence this class.
+
+    The SGD weights (batch norm shifts, the whitening bias, the classifier) take
+    ``rates[fragment] * batch_size`` for the first name fragment their path
+    contains, with an L2 term that shrinks them by ``weight_decay * batch_size``
+    per step at the peak rate. ``learning_rate`` is the schedule's factor (1 ->
+    0); the whitening bias's factor falls to 0 over ``whiten_steps`` instead.
+    """
+
+    def __init__(
+        self,
+        learning_rate,
+        batch_size: int,
+        rates: dict,
+        whiten_steps: int,
+        recipe: MuonRecipe = MUON_RECIPE,
+        name: str = "muon_sgd",
+        **kwargs,
+    ):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.batch_size, self.rates, self.whiten_steps = batch_size, dict(rates), whiten_steps
+        self.recipe = recipe
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.momenta = [self.add_variable_from_reference(v, "momentum") for v in variables]
+        # update_step may receive the backend's variable, which has no Keras path.
+        self.paths = [v.path for v in variables]
+
+    def _sgd_rate(self, path: str) -> float:
+        for fragment, rate in self.rates.items():
+            if fragment in path:
+                return rate * self.batch_size
+        raise ValueError(f"MuonSGD has no learning rate for {path}")
+
+    def update_step(self, gradient, variable, learning_rate):
+        index = self._get_variable_index(variable)
+        momentum_buffer, path = self.momenta[index], self.paths[index]
+        gradient = ops.cast(gradient, variable.dtype)
+        factor = ops.cast(learning_rate, variable.dtype)
+        if len(variable.shape) == 4:
+            beta = self.recipe.muon_momentum
+            self.assign(momentum_buffer, beta * momentum_buffer + gradient)
+            direction = gradient + beta * momentum_buffer
+            outputs = variable.shape[-1]
+            update = orthogonalize(ops.reshape(direction, (-1, outputs)))
+            norm = ops.sqrt(ops.sum(ops.square(variable)))
+            self.assign(variable, variable * (outputs**0.5 / norm))
+            self.assign_sub(
+                variable, self.recipe.muon_rate * factor * ops.reshape(update, variable.shape)
+            )
+            return
+        rate = self._sgd_rate(path)
+        if "whiten" in path:
+            step = ops.cast(self.iterations, variable.dtype)
+            factor = ops.maximum(1.0 - step / self.whiten_steps, 0.0)
+        beta = self.recipe.sgd_momentum
+        gradient = gradient + (self.recipe.weight_decay * self.batch_size / rate) * variable
+        self.assign(momentum_buffer, beta * momentum_buffer + gradient)
+        self.assign_sub(variable, rate * factor * (gradient + beta * momentum_buffer))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(batch_size=self.batch_size, rates=self.rates, whiten_steps=self.whiten_steps)
+        return config
+
+
+def compile_airbench_muon(
+    model: keras.Model,
+    total_steps: int,
+    whiten_steps: int,
+    batch_size: int,
+    recipe: MuonRecipe = MUON_RECIPE,
+) -> keras.Model:
+    """MuonSGD with a linear decay to 0; smoothed cross-entropy on logits."""
+    rates = {"whiten": recipe.shift_rate, "_shift": recipe.shift_rate, "dense": recipe.head_rate}
+    model.compile(
+        optimizer=MuonSGD(
+            keras.optimizers.schedules.PolynomialDecay(1.0, total_steps, 0.0),
+            batch_size,
+            rates,
+            whiten_steps,
+            recipe,
+        ),
+        loss=keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=RECIPE.label_smoothing
+        ),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    return model
 
 
 # ---------------------------------------------------------------------------

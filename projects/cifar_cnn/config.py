@@ -85,6 +85,13 @@ class CifarConfig(TrainConfig):
     bn_bias_lr_scale: float = option(
         64.0, "airbench: learning-rate multiplier of batch norm's shift.", minimum=1.0
     )
+    optimizer: str = option(
+        "sgd",
+        "airbench: sgd (airbench94: Nesterov SGD, triangular schedule, lookahead, 10 epochs, "
+        "batch 1024) or muon (airbench94_muon: Muon on the 3x3 kernels, SGD on the rest, "
+        "linear decay, no lookahead, 8 epochs, batch 2000).",
+        choices=("sgd", "muon"),
+    )
     lookahead: bool = option(True, "airbench: average the weights every 5 steps (lookahead).")
     alternating_flip: bool = option(
         True, "airbench: flip each image every other epoch (else at random)."

@@ -64,6 +64,7 @@ REFERENCE_BATCH_SIZE = 256
 # settle: on the bundled 3,600 images a batch of 256 (14 steps) diverges in epoch 1.
 MIN_STEPS_PER_EPOCH = 50
 AIRBENCH_MIN_STEPS = 40
+AIRBENCH_MUON_MIN_STEPS = 20
 
 
 def choose_batch_size(
@@ -89,6 +90,8 @@ def peak_learning_rate(config: CifarConfig, batch_size: int) -> float:
 
 def training_epochs(config: CifarConfig) -> int:
     """``--epochs``, or for 0 the model's recipe."""
+    if not config.epochs and config.model == "airbench" and config.optimizer == "muon":
+        return airbench.MUON_RECIPE.epochs
     return config.epochs or DEFAULT_EPOCHS[config.model]
 
 
@@ -146,16 +149,35 @@ def main(config: CifarConfig) -> dict:
         )
     num_classes = len(data.class_names)
     is_airbench = config.model == "airbench"
+    muon = is_airbench and config.optimizer == "muon"
     epochs = training_epochs(config)
     batch_size = choose_batch_size(
         config.batch_size,
         len(train_labels),
-        largest=airbench.RECIPE.batch_size if is_airbench else REFERENCE_BATCH_SIZE,
-        # The recipe's own epochs have 48 steps (50,000 images / 1024).
-        min_steps=AIRBENCH_MIN_STEPS if is_airbench else MIN_STEPS_PER_EPOCH,
+        largest=(airbench.MUON_RECIPE if muon else airbench.RECIPE).batch_size
+        if is_airbench
+        else REFERENCE_BATCH_SIZE,
+        # The recipes' own epochs have 48 steps (50,000 images / 1024) or 25 (/ 2000).
+        min_steps=(AIRBENCH_MUON_MIN_STEPS if muon else AIRBENCH_MIN_STEPS)
+        if is_airbench
+        else MIN_STEPS_PER_EPOCH,
     )
     steps_per_epoch = max(len(train_labels) // batch_size, 1)
-    if is_airbench:
+    if muon:
+        log.info(
+            "Batch size %d (%d step%s per epoch over %d images), %d epochs, Muon rate %g on "
+            "the 3x3 kernels, SGD rates %g (shifts) and %g (classifier) x batch, decaying "
+            "linearly to 0 (the airbench94_muon recipe's)",
+            batch_size,
+            steps_per_epoch,
+            "" if steps_per_epoch == 1 else "s",
+            steps_per_epoch * batch_size,
+            epochs,
+            airbench.MUON_RECIPE.muon_rate,
+            airbench.MUON_RECIPE.shift_rate,
+            airbench.MUON_RECIPE.head_rate,
+        )
+    elif is_airbench:
         log.info(
             "Batch size %d (%d step%s per epoch over %d images), %d epochs, peak learning "
             "rate %.4g (the airbench recipe's, scaled to the batch)",
@@ -185,7 +207,14 @@ def main(config: CifarConfig) -> dict:
     strategy = select_strategy(config.strategy)
 
     def compile_for(epochs: int) -> None:
-        if is_airbench:
+        if muon:
+            airbench.compile_airbench_muon(
+                model,
+                epochs * steps_per_epoch,
+                airbench.RECIPE.whiten_bias_epochs * steps_per_epoch,
+                batch_size,
+            )
+        elif is_airbench:
             airbench.compile_airbench(model, epochs * steps_per_epoch, batch_size)
         else:
             compile_classifier(
@@ -237,6 +266,7 @@ def main(config: CifarConfig) -> dict:
                 dirac_init=config.dirac_init,
                 bn_bias_lr_scale=config.bn_bias_lr_scale,
                 width=config.width,
+                optimizer=config.optimizer,
             )
             # What is saved and scored: the net averaged over test-time views.
             saved_model = airbench.with_test_time_augmentation(model, config.tta)
@@ -277,7 +307,7 @@ def main(config: CifarConfig) -> dict:
         extra_callbacks.append(
             airbench.BiasFreeze(model.get_layer("whiten"), airbench.RECIPE.whiten_bias_epochs)
         )
-    if is_airbench and config.lookahead:
+    if is_airbench and config.lookahead and not muon:
         extra_callbacks.append(airbench.Lookahead(epochs * steps_per_epoch))
     model.fit(
         train_data,
