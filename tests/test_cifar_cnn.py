@@ -175,6 +175,19 @@ def test_quick_run_of_each_model_writes_a_complete_run(quick_runs, architecture)
     assert 500 <= used <= 512
     assert f"Training on {used} of the 3600 training images (--max-train-images 512" in log
     assert f"(7 steps per epoch over {7 * 64} images)" in log
+    if architecture == "airbench":  # the default recipe is airbench94_muon's
+        assert "Muon rate 0.24 on the 3x3 kernels" in log
+
+
+def test_quick_run_of_airbench_with_its_sgd_recipe(tmp_path):
+    """--optimizer sgd: airbench94's Nesterov SGD, triangular schedule and lookahead."""
+    metrics = train_cifar(
+        CifarConfig(optimizer="sgd", run_dir=str(tmp_path / "run"), **CifarConfig.QUICK)
+    )
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "(the airbench recipe's, scaled to the batch)" in log and "Muon" not in log
+    assert metrics["model"] == "airbench" and metrics["test_time_views"] == 6
+    assert (tmp_path / "run" / "model.keras").exists()
 
 
 def test_saved_model_takes_raw_uint8_and_predicts_the_same_after_reload_in_a_fresh_process(

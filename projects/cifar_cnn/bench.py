@@ -6,7 +6,8 @@ Prints, at the batch size of a full-data run (airbench 1024, the others 256), on
 real input pipeline (bundled images, augmentation included), after a warm-up that
 excludes tracing and as the fastest of three timings:
 
-* images per second of training the default model (airbench), ResNet-9 (width 32)
+* images per second of training the default model (airbench, with its default
+  Muon recipe at batch 2000 and with ``--optimizer sgd`` at batch 1024), ResNet-9 (width 32)
   and the TensorFlow tutorial's CNN (Conv 32-64-64, Dense 64: ``--model simple``),
   in float32 and, on CPUs with native bfloat16, in mixed bfloat16;
 * the arithmetic each achieves in GFLOP/s, counting a training step as 3x the
@@ -43,6 +44,7 @@ from projects.cifar_cnn.model import (
 from projects.cifar_cnn.parameters import forward_flops
 from projects.cifar_cnn.train import (
     AIRBENCH_MIN_STEPS,
+    AIRBENCH_MUON_MIN_STEPS,
     choose_batch_size,
 )
 from shared.benchmarks import best_rate, matmul_gflops
@@ -66,11 +68,14 @@ def training_throughput(model: keras.Model, data: tf.data.Dataset, steps: int, b
     )
 
 
-def airbench_model(images, labels, mean, variance, batch_size, steps):
-    """The default airbench model, compiled, and its training data (bundled sample)."""
+def airbench_model(images, labels, mean, variance, batch_size, optimizer):
+    """The airbench model with ``optimizer``'s recipe, compiled, and its training data."""
     whitening = airbench.patch_whitening_filters(images[:5000], mean, variance)
-    model = airbench.build_airbench(10, 32, mean, variance, whitening)
-    airbench.compile_airbench(model, 1000, batch_size)
+    model = airbench.build_airbench(10, 32, mean, variance, whitening, optimizer=optimizer)
+    if optimizer == "muon":
+        airbench.compile_airbench_muon(model, 1000, 100, batch_size)
+    else:
+        airbench.compile_airbench(model, 1000, batch_size)
     data = airbench.training_dataset(images, labels, 10, batch_size, 1000, 2, True, True, seed=0)
     return model, data
 
@@ -105,8 +110,10 @@ def main() -> None:
     mean, variance = channel_statistics(images)
     cpu_bfloat16 = cpu_supports_bfloat16()
     cases = [
-        ("airbench (default)", "airbench", "float32"),
-        ("airbench (default)", "airbench", "mixed_bfloat16"),
+        ("airbench, SGD (--optimizer sgd)", "airbench", "float32"),
+        ("airbench, SGD (--optimizer sgd)", "airbench", "mixed_bfloat16"),
+        ("airbench (default, Muon)", "airbench-muon", "float32"),
+        ("airbench (default, Muon)", "airbench-muon", "mixed_bfloat16"),
         ("ResNet-9 (resnet, width 32)", "resnet", "float32"),
         ("ResNet-9 (resnet, width 32)", "resnet", "mixed_bfloat16"),
         ("TF tutorial CNN (simple, width 32)", "simple", "float32"),
@@ -120,12 +127,17 @@ def main() -> None:
             batch_size = choose_batch_size(
                 0, FULL_TRAINING_IMAGES, airbench.RECIPE.batch_size, AIRBENCH_MIN_STEPS
             )
+        elif architecture == "airbench-muon":
+            batch_size = choose_batch_size(
+                0, FULL_TRAINING_IMAGES, airbench.MUON_RECIPE.batch_size, AIRBENCH_MUON_MIN_STEPS
+            )
         else:
             batch_size = choose_batch_size(0, FULL_TRAINING_IMAGES)
         # At least 6 steps, best of 3: airbench's batch of 1024 gave unstable figures from 5.
         steps = max(args.images // batch_size, 6)
-        if architecture == "airbench":
-            model, data = airbench_model(images, labels, mean, variance, batch_size, steps)
+        if architecture.startswith("airbench"):
+            optimizer = "muon" if architecture == "airbench-muon" else "sgd"
+            model, data = airbench_model(images, labels, mean, variance, batch_size, optimizer)
         else:
             model, data = classic_model(
                 architecture, 32, images, labels, mean, variance, batch_size
@@ -154,9 +166,10 @@ def main() -> None:
         f"{'':>9s} {peak:>8.1f}"
     )
     default = [row for row in rows if row[0].startswith("airbench")]
-    for _, policy, _, _, flops, per_second in default:
+    for label, policy, _, _, flops, per_second in default:
+        name = "airbench (Muon)" if "Muon" in label else "airbench (SGD)"
         print(
-            f"airbench in {policy}: {3 * flops * per_second / 1e9 / peak:.0%} of the matrix-"
+            f"{name} in {policy}: {3 * flops * per_second / 1e9 / peak:.0%} of the matrix-"
             f"product rate; one epoch of {FULL_TRAINING_IMAGES:,d} images takes about "
             f"{FULL_TRAINING_IMAGES / per_second:.0f} s."
         )
