@@ -169,6 +169,27 @@ def test_test_time_augmentation_lives_in_the_saved_model(sample, tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "out.npy"), probabilities, rtol=1e-5, atol=1e-7)
 
 
+def test_test_time_views_are_averaged_in_float32_under_mixed_bfloat16(sample):
+    """The saved model's views average float32 logits in float32, as the output layer
+    computes: averaging in bfloat16 (3 significant digits) changed predictions."""
+    images, _, mean, variance = sample
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        core = airbench.build_airbench(
+            10, 32, mean, variance, airbench.patch_whitening_filters(images[:500], mean, variance)
+        )
+        core.get_layer("dense").kernel.assign(
+            np.random.default_rng(2).normal(size=(256, 10)).astype("float32")
+        )
+        saved = airbench.with_test_time_augmentation(core, level=1)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    batch = images[:32]
+    logits = (core.predict(batch, verbose=0) + core.predict(batch[:, :, ::-1], verbose=0)) / 2
+    expected = keras.ops.convert_to_numpy(keras.ops.softmax(logits))
+    np.testing.assert_allclose(saved.predict(batch, verbose=0), expected, rtol=1e-4, atol=1e-6)
+
+
 def test_the_triangular_schedule_rises_then_falls():
     schedule = airbench.TriangularSchedule(1.5, 100)
     values = [float(schedule(step)) for step in (0, 23, 100, 200)]

@@ -347,7 +347,9 @@ def with_test_time_augmentation(core: keras.Model, level: int) -> keras.Model:
         if level == 0:
             return core(view)
         flipped = core(HorizontalFlip(name=f"{name}_flip")(view))
-        return layers.Average(name=f"{name}_and_mirror")([core(view), flipped])
+        # float32 like the logits: averaging in bfloat16 (3 significant digits) flips
+        # some predictions.
+        return layers.Average(dtype="float32", name=f"{name}_and_mirror")([core(view), flipped])
 
     logits = mirrored(images, "image")
     if level >= 2:
@@ -355,7 +357,8 @@ def with_test_time_augmentation(core: keras.Model, level: int) -> keras.Model:
             mirrored(ReflectShift(dy, dx, name=f"shift_{name}")(images), f"shift_{name}")
             for (dy, dx), name in (((-1, -1), "up_left"), ((1, 1), "down_right"))
         ]
-        logits = layers.Average(name="views")([logits, layers.Average(name="shifts")(shifted)])
+        shifts = layers.Average(dtype="float32", name="shifts")(shifted)
+        logits = layers.Average(dtype="float32", name="views")([logits, shifts])
     probabilities = layers.Softmax(dtype="float32", name="probabilities")(logits)
     return keras.Model(images, probabilities, name=f"{core.name}_tta{level}")
 
