@@ -42,11 +42,7 @@ from projects.cifar_cnn.model import (
     compile_classifier,
 )
 from projects.cifar_cnn.parameters import forward_flops
-from projects.cifar_cnn.train import (
-    AIRBENCH_MIN_STEPS,
-    AIRBENCH_MUON_MIN_STEPS,
-    choose_batch_size,
-)
+from projects.cifar_cnn.train import batch_size_limits, choose_batch_size
 from shared.benchmarks import best_rate, matmul_gflops
 from shared.cli import setup_logging
 from shared.images import load_bundled_sample
@@ -123,20 +119,14 @@ def main() -> None:
         if policy == "mixed_bfloat16" and not cpu_bfloat16:
             continue
         keras.mixed_precision.set_global_policy(policy)
-        if architecture == "airbench":
-            batch_size = choose_batch_size(
-                0, FULL_TRAINING_IMAGES, airbench.RECIPE.batch_size, AIRBENCH_MIN_STEPS
-            )
-        elif architecture == "airbench-muon":
-            batch_size = choose_batch_size(
-                0, FULL_TRAINING_IMAGES, airbench.MUON_RECIPE.batch_size, AIRBENCH_MUON_MIN_STEPS
-            )
-        else:
-            batch_size = choose_batch_size(0, FULL_TRAINING_IMAGES)
+        model_name, _, optimizer = architecture.partition("-")  # "airbench-muon"
+        optimizer = optimizer or "sgd"
+        batch_size = choose_batch_size(
+            0, FULL_TRAINING_IMAGES, *batch_size_limits(model_name, optimizer)
+        )
         # At least 6 steps, best of 3: airbench's batch of 1024 gave unstable figures from 5.
         steps = max(args.images // batch_size, 6)
-        if architecture.startswith("airbench"):
-            optimizer = "muon" if architecture == "airbench-muon" else "sgd"
+        if model_name == "airbench":
             model, data = airbench_model(images, labels, mean, variance, batch_size, optimizer)
         else:
             model, data = classic_model(

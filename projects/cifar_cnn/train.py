@@ -83,6 +83,17 @@ def choose_batch_size(
     return min(batch_size, train_images)
 
 
+def batch_size_limits(model: str, optimizer: str) -> tuple[int, int]:
+    """``(largest, min_steps)`` for `choose_batch_size`: each recipe's own batch, and the
+    fewest steps an epoch may have (the recipes' own epochs have 48 steps: 50,000 images
+    / 1024, or 25: / 2000)."""
+    if model != "airbench":
+        return REFERENCE_BATCH_SIZE, MIN_STEPS_PER_EPOCH
+    if optimizer == "muon":
+        return airbench.MUON_RECIPE.batch_size, AIRBENCH_MUON_MIN_STEPS
+    return airbench.RECIPE.batch_size, AIRBENCH_MIN_STEPS
+
+
 def peak_learning_rate(config: CifarConfig, batch_size: int) -> float:
     """``--learning-rate`` scaled from a batch of 256 to ``batch_size`` (linear scaling rule)."""
     return config.learning_rate * batch_size / REFERENCE_BATCH_SIZE
@@ -160,13 +171,7 @@ def main(config: CifarConfig) -> dict:
     batch_size = choose_batch_size(
         config.batch_size,
         len(train_labels),
-        largest=(airbench.MUON_RECIPE if muon else airbench.RECIPE).batch_size
-        if is_airbench
-        else REFERENCE_BATCH_SIZE,
-        # The recipes' own epochs have 48 steps (50,000 images / 1024) or 25 (/ 2000).
-        min_steps=(AIRBENCH_MUON_MIN_STEPS if muon else AIRBENCH_MIN_STEPS)
-        if is_airbench
-        else MIN_STEPS_PER_EPOCH,
+        *batch_size_limits(config.model, config.optimizer),
     )
     steps_per_epoch = max(len(train_labels) // batch_size, 1)
     if muon:
