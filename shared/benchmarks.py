@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable
 from pathlib import Path
 
+import keras
 import tensorflow as tf
 
 
@@ -26,20 +26,39 @@ def matmul_gflops(size: int = 4096, repeats: int = 10, dtype: str = "float32") -
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
-def best_rate(run: Callable[[], object], units: float, repeats: int = 3) -> float:
-    """``units`` per second of the fastest of ``repeats`` calls of ``run``.
+class _StepTimer(keras.callbacks.Callback):
+    """Seconds from the start of a ``fit``'s first step to the end of its last."""
 
-    The fastest, not the mean: on a shared or warming-up machine the slow calls
-    measure the machine, not the code (the same rule as Python's ``timeit``).
-    Some short ``fit`` calls here took exactly 2.048 s per step and the next
-    identical call 1.17 s: one timing is not enough.
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0:
+            self.started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seconds = time.perf_counter() - self.started
+
+
+def fit_rate(
+    model: keras.Model, data: tf.data.Dataset, steps: int, units_per_step: float, repeats: int = 3
+) -> float:
+    """``units_per_step`` x steps per second of ``model.fit``'s steps, fastest of ``repeats``.
+
+    Each ``fit`` runs ``steps`` steps of ``data`` and is timed from the start of
+    its first step to the end of its last, as a training epoch is. The wall time
+    of a short ``fit`` also holds its set-up and tear-down, and the tear-down of
+    an unfinished ``tf.data`` iterator sometimes waits for the next wake-up of
+    tf.data's autotuning thread (10 ms after the start, then 20, 40, ... ms
+    apart): 20 steps that took 13 s were timed at 20.49 s (= 10 ms x (2^11 - 1)),
+    which printed exactly 250 images/s. The fastest, not the mean: on a shared
+    machine the slow calls measure the machine, not the code.
     """
+    timer = _StepTimer()
     fastest = float("inf")
     for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        fastest = min(fastest, time.perf_counter() - started)
-    return units / fastest
+        model.fit(
+            data, steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0, callbacks=[timer]
+        )
+        fastest = min(fastest, timer.seconds)
+    return steps * units_per_step / fastest
 
 
 def cpu_name() -> str:

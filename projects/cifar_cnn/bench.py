@@ -4,7 +4,8 @@
 
 Prints, at the batch size of a full-data run (airbench 1024, the others 256), on the
 real input pipeline (bundled images, augmentation included), after a warm-up that
-excludes tracing and as the fastest of three timings:
+excludes tracing, as the fastest of three timings, each from the start of the
+first timed step to the end of the last (not ``fit``'s set-up and tear-down):
 
 * images per second of training the default model (airbench, with its default
   Muon recipe at batch 2000 and with ``--optimizer sgd`` at batch 1024), ResNet-9 (width 32)
@@ -43,7 +44,7 @@ from projects.cifar_cnn.model import (
 )
 from projects.cifar_cnn.parameters import forward_flops
 from projects.cifar_cnn.train import batch_size_limits, choose_batch_size
-from shared.benchmarks import best_rate, matmul_gflops
+from shared.benchmarks import fit_rate, matmul_gflops
 from shared.cli import setup_logging
 from shared.images import load_bundled_sample
 from shared.precision import cpu_supports_bfloat16
@@ -58,10 +59,7 @@ FULL_TRAINING_IMAGES = 45_000
 def training_throughput(model: keras.Model, data: tf.data.Dataset, steps: int, batch: int):
     """Images per second of ``model.fit``: the fastest of 3 runs of ``steps`` steps."""
     model.fit(data, steps_per_epoch=WARMUP_STEPS, epochs=1, shuffle=False, verbose=0)
-    return best_rate(
-        lambda: model.fit(data, steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0),
-        steps * batch,
-    )
+    return fit_rate(model, data, steps, batch)
 
 
 def airbench_model(images, labels, mean, variance, batch_size, optimizer):

@@ -48,7 +48,7 @@ from projects.shakespeare.model import (
     core_of,
     model_for,
 )
-from shared.benchmarks import best_rate, matmul_gflops
+from shared.benchmarks import fit_rate, matmul_gflops
 from shared.cli import setup_logging
 from shared.precision import cpu_supports_bfloat16
 
@@ -89,10 +89,7 @@ def training_throughput(model: keras.Model, ids, seq_length: int, batch: int) ->
     """Characters per second of ``model.fit``: the fastest of 3 runs of TIMED_STEPS steps."""
     data = training_dataset(ids, seq_length, batch, seed=0)
     model.fit(data, steps_per_epoch=WARMUP_STEPS, epochs=1, shuffle=False, verbose=0)
-    return best_rate(
-        lambda: model.fit(data, steps_per_epoch=TIMED_STEPS, epochs=1, shuffle=False, verbose=0),
-        TIMED_STEPS * batch * seq_length,
-    )
+    return fit_rate(model, data, TIMED_STEPS, batch * seq_length)
 
 
 def naive_generation(model: keras.Model, prompt: str, length: int) -> str:
