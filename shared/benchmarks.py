@@ -9,6 +9,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from shared.budget import StepClock
+
 
 def matmul_gflops(size: int = 4096, repeats: int = 10, dtype: str = "float32") -> float:
     """GFLOP/s of a ``size`` x ``size`` matrix product in ``dtype``, after one warm-up.
@@ -26,39 +28,30 @@ def matmul_gflops(size: int = 4096, repeats: int = 10, dtype: str = "float32") -
     return 2 * size**3 * repeats / (time.perf_counter() - started) / 1e9
 
 
-class _StepTimer(keras.callbacks.Callback):
-    """Seconds from the start of a ``fit``'s first step to the end of its last."""
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if batch == 0:
-            self.started = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.seconds = time.perf_counter() - self.started
-
-
 def fit_rate(
     model: keras.Model, data: tf.data.Dataset, steps: int, units_per_step: float, repeats: int = 3
 ) -> float:
-    """``units_per_step`` x steps per second of ``model.fit``'s steps, fastest of ``repeats``.
+    """``units_per_step`` per second of ``model.fit``'s steps, the fastest of ``repeats``.
 
-    Each ``fit`` runs ``steps`` steps of ``data`` and is timed from the start of
-    its first step to the end of its last, as a training epoch is. The wall time
-    of a short ``fit`` also holds its set-up and tear-down, and the tear-down of
-    an unfinished ``tf.data`` iterator sometimes waits for the next wake-up of
-    tf.data's autotuning thread (10 ms after the start, then 20, 40, ... ms
-    apart): 20 steps that took 13 s were timed at 20.49 s (= 10 ms x (2^11 - 1)),
-    which printed exactly 250 images/s. The fastest, not the mean: on a shared
-    machine the slow calls measure the machine, not the code.
+    Each ``fit`` runs ``steps`` steps of ``data`` (at least 2) and is timed from
+    the end of its first step to the end of its last, as a training epoch runs.
+    The wall time of a short ``fit`` also holds its set-up and tear-down, and the
+    tear-down of an unfinished ``tf.data`` iterator sometimes waits for the next
+    wake-up of tf.data's autotuning thread (10 ms after the start, then 20, 40,
+    ... ms apart): 20 steps that took 13 s were timed at 20.49 s (10 ms x
+    (2^11 - 1)), which printed exactly 250 images/s. The fastest, not the mean:
+    on a shared machine the slow calls measure the machine, not the code.
     """
-    timer = _StepTimer()
+    if steps < 2:
+        raise ValueError(f"fit_rate needs at least 2 steps, got {steps}")
     fastest = float("inf")
     for _ in range(repeats):
+        clock = StepClock()
         model.fit(
-            data, steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0, callbacks=[timer]
+            data, steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0, callbacks=[clock]
         )
-        fastest = min(fastest, timer.seconds)
-    return steps * units_per_step / fastest
+        fastest = min(fastest, clock.times[-1] - clock.times[0])
+    return (steps - 1) * units_per_step / fastest
 
 
 def cpu_name() -> str:

@@ -30,7 +30,7 @@ def epochs_for_budget(minutes: float, seconds_per_epoch: float, most: int = 1000
     return max(1, min(most, int(usable_seconds // seconds_per_epoch)))
 
 
-class _StepClock(keras.callbacks.Callback):
+class StepClock(keras.callbacks.Callback):
     """The time at the end of every training step (waiting for the step to finish)."""
 
     def __init__(self):
@@ -63,7 +63,7 @@ def time_one_epoch(
     """
     weights = model.get_weights()
     warmup, timed = 3, max(1, min(timed_steps, steps_per_epoch))
-    clock = _StepClock()
+    clock = StepClock()
     model.fit(
         data.repeat(),
         steps_per_epoch=warmup + timed,

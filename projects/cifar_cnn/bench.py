@@ -4,7 +4,7 @@
 
 Prints, at the batch size of a full-data run (airbench 1024, the others 256), on the
 real input pipeline (bundled images, augmentation included), after a warm-up that
-excludes tracing, as the fastest of three timings, each from the start of the
+excludes tracing, as the fastest of three timings, each from the end of the
 first timed step to the end of the last (not ``fit``'s set-up and tear-down):
 
 * images per second of training the default model (airbench, with its default
