@@ -40,7 +40,8 @@ log = logging.getLogger(__name__)
 
 VERBOSE_VARIABLE = "KERAS_PROJECTS_VERBOSE"
 
-# Lines TensorFlow prints at start-up on every machine, that need no action.
+# Lines TensorFlow prints at start-up (some on every machine, some only on some
+# CPUs, such as the oneDNN line), that need no action.
 _HARMLESS_STARTUP_LINES = (
     "All log messages before absl::InitializeLog() is called are written to STDERR",
     "oneDNN custom operations are on",

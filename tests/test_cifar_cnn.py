@@ -24,7 +24,9 @@ from projects.cifar_cnn.model import (
     window_layers,
 )
 from projects.cifar_cnn.train import (
+    AIRBENCH_MEASURED_ACCURACY,
     choose_batch_size,
+    expected_accuracy_note,
     learning_rate_schedule,
 )
 from projects.cifar_cnn.train import main as train_cifar
@@ -345,6 +347,20 @@ def test_a_time_budget_sets_the_epochs_from_a_timed_epoch(tmp_path, caplog):
     chosen = int(caplog.text.split("so training runs ")[1].split(" epochs")[0])
     assert metrics["epochs"] == chosen >= 1
     assert len(history_epochs(tmp_path / "run" / "history.csv")) == chosen
+
+
+def test_the_budget_log_quotes_the_measured_runs_around_the_planned_epochs():
+    measured = AIRBENCH_MEASURED_ACCURACY["muon"]
+    most = max(measured)
+    below = max(count for count in measured if count < most)
+    assert below < most - 1  # a gap to plan into
+    exact = expected_accuracy_note("airbench", "muon", most)
+    assert f"{most} epochs measured {measured[most]:.1%}" in exact and " and " not in exact
+    between = expected_accuracy_note("airbench", "muon", most - 1)
+    assert f"measured {measured[below]:.1%} and {most} epochs {measured[most]:.1%}" in between
+    beyond = expected_accuracy_note("airbench", "muon", most + 5)
+    assert f"the nearest measured count, {most} epochs, reached" in beyond
+    assert expected_accuracy_note("resnet", "muon", most) == ""
 
 
 def test_evaluate_rescores_an_airbench_run_with_each_number_of_views(quick_runs, tmp_path):
