@@ -311,10 +311,11 @@ def main(config: CifarConfig) -> dict:
         )
         log.info(
             "--minutes %g: one epoch takes about %.0f s on this machine (timed over a few "
-            "steps), so training runs %d epochs%s",
+            "steps), so training runs %d epoch%s%s",
             config.minutes,
             seconds,
             epochs,
+            "" if epochs == 1 else "s",
             expected_accuracy_note(config.model, config.optimizer, epochs),
         )
         with strategy.scope():
