@@ -136,6 +136,11 @@ def test_augmentation_moves_pixels_but_keeps_them_uint8():
         assert any(colours <= palette for palette in palettes)
 
 
+# The lecture's architectures train under 2-replica MirroredStrategy (conftest.py splits
+# the CPU into two logical devices); the others on one device, as by default.
+MIRRORED = ("lenet5", "alexnet", "inception", "densenet")
+
+
 @pytest.fixture(scope="module")
 def quick_runs(tmp_path_factory):
     """One --quick run of each architecture (bundled sample; Keras's download fails here)."""
@@ -145,7 +150,10 @@ def quick_runs(tmp_path_factory):
             root / architecture,
             train_cifar(
                 CifarConfig(
-                    model=architecture, run_dir=str(root / architecture), **CifarConfig.QUICK
+                    model=architecture,
+                    run_dir=str(root / architecture),
+                    strategy="mirrored" if architecture in MIRRORED else "auto",
+                    **CifarConfig.QUICK,
                 )
             ),
         )
@@ -180,6 +188,10 @@ def test_quick_run_of_each_model_writes_a_complete_run(quick_runs, architecture)
     assert f"(7 steps per epoch over {7 * 64} images)" in log
     if architecture == "airbench":  # the default recipe is airbench94_muon's
         assert "Muon rate 0.24 on the 3x3 kernels" in log
+    if architecture in MIRRORED:
+        assert "MirroredStrategy with 2 replica(s)" in log
+    else:
+        assert "with 1 replica(s)" in log
 
 
 def test_quick_run_of_airbench_with_its_sgd_recipe(tmp_path):

@@ -224,9 +224,10 @@ def test_inference_refuses_a_model_with_non_finite_weights(xor_run, tmp_path):
 
 def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     run_dir = tmp_path / "run"
-    # 300 epochs (about 20 s): long enough that the interrupt lands mid-run even when the
-    # machine is busy and this loop polls late.
-    command = [sys.executable, "-m", "projects.xor_mlp.train", "--epochs", "300", "--quick"]
+    # Few long epochs (512 steps, seconds each): the interrupt lands mid-run even when the
+    # machine is busy and this loop polls late, and the resumed run has little left to do.
+    flags = ["--epochs", "5", "--quick", "--repeats", "2048"]
+    command = [sys.executable, "-m", "projects.xor_mlp.train", *flags]
     process = subprocess.Popen(
         [*command, "--run-dir", str(run_dir)],
         cwd=REPO_ROOT,
@@ -243,14 +244,13 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     assert process.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
     assert "Training interrupted." in stderr, stderr[-3000:]
-    assert f"-m projects.xor_mlp.train --epochs 300 --quick --run-dir {run_dir}" in stderr, stderr
+    resume_command = f"-m projects.xor_mlp.train {' '.join(flags)} --run-dir {run_dir}"
+    assert resume_command in stderr, stderr[-3000:]
 
-    resumed = run_module(
-        "projects.xor_mlp.train", "--epochs", "300", "--quick", "--run-dir", str(run_dir)
-    )
+    resumed = run_module("projects.xor_mlp.train", *flags, "--run-dir", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Resuming the interrupted run" in resumed.stderr
-    assert history_epochs(run_dir / "history.csv") == list(range(300))
+    assert history_epochs(run_dir / "history.csv") == list(range(5))
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the drop itself

@@ -31,8 +31,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from projects.cifar_cnn.config import CifarConfig
+from projects.cifar_cnn.train import main as train_cifar
+from projects.shakespeare.config import ShakespeareConfig
 from projects.shakespeare.model import initial_states, step_model
+from projects.shakespeare.train import main as train_shakespeare
+from projects.stock_lstm.config import StockConfig
+from projects.stock_lstm.train import main as train_stock
+from projects.xor_mlp.config import XorConfig
 from projects.xor_mlp.data import INPUTS
+from projects.xor_mlp.train import main as train_xor
 from shared.export import ExportError, export_run, float32_twin, serving_for
 from shared.runs import load_run
 from tests.helpers import REPO_ROOT, run_module
@@ -42,30 +50,36 @@ TOLERANCE = 1e-4
 INT8_ACCURACY_DROP = 0.05
 
 QUICK_RUNS = {
-    "xor": ("projects.xor_mlp.train", ["--epochs", "30"]),
+    "xor": (XorConfig, train_xor, {"epochs": 30}),
     # float32, so the .keras model and the (always float32) export compute alike.
-    "cifar": ("projects.cifar_cnn.train", ["--mixed-precision", "off"]),
+    "cifar": (CifarConfig, train_cifar, {"mixed_precision": "off"}),
     # The volatility network's output varies with its input; a quick price run's reported
     # forecast is often exactly naive (its combination weight is 0), so it checks less.
-    "stock": ("projects.stock_lstm.train", ["--target", "volatility"]),
-    "stock_price": ("projects.stock_lstm.train", []),
-    "lstm": ("projects.shakespeare.train", []),  # the default character model
+    "stock": (StockConfig, train_stock, {"target": "volatility"}),
+    "stock_price": (StockConfig, train_stock, {}),
+    "lstm": (ShakespeareConfig, train_shakespeare, {}),  # the default character model
     "transformer": (
-        "projects.shakespeare.train",
-        ["--cell", "transformer", "--mixed-precision", "off"],
+        ShakespeareConfig,
+        train_shakespeare,
+        {"cell": "transformer", "mixed_precision": "off"},
     ),
 }
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """One --quick run of each project (and both Shakespeare families)."""
+    """One --quick run of each project (and both Shakespeare families).
+
+    Trained in this process: what these tests check is the export of a finished run,
+    and a fresh process per run would spend seconds importing TensorFlow. (Each
+    project's own tests run its training command line.)
+    """
     root = tmp_path_factory.mktemp("export-runs")
     made = {}
-    for name, (module, args) in QUICK_RUNS.items():
+    for name, (config_class, train, settings) in QUICK_RUNS.items():
         run_dir = root / name
-        result = run_module(module, "--quick", *args, "--run-dir", str(run_dir), timeout=600)
-        assert result.returncode == 0, result.stderr[-2000:]
+        train(config_class.create(quick=True, run_dir=str(run_dir), **settings))
+        assert (run_dir / "metrics.json").exists(), name
         made[name] = run_dir
     return made
 

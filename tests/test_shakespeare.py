@@ -333,12 +333,12 @@ def test_generation_beyond_the_window_reads_the_last_half_afresh():
 
 @pytest.mark.parametrize("cell", ["gru", "transformer"])
 def test_quick_train_then_generate_in_fresh_processes(tmp_path, cell):
+    # Trained here (the training command line is tested by test_killed_run_resumes);
+    # the saved run is then used by the inference commands in fresh processes.
     run_dir = tmp_path / "run"
-    trained = run_module(
-        "projects.shakespeare.train", "--quick", "--cell", cell, "--run-dir", str(run_dir)
-    )
-    assert trained.returncode == 0, trained.stderr
-    assert "bits/char" in trained.stderr and "sample after epoch 1" in trained.stderr
+    train_shakespeare(ShakespeareConfig.create(quick=True, cell=cell, run_dir=str(run_dir)))
+    log = (run_dir / "train.log").read_text()
+    assert "bits/char" in log and "sample after epoch 1" in log
     config = json.loads((run_dir / "config.json").read_text())
     if cell == "transformer":  # --quick's sizes, the transformer preset's other settings
         assert (config["embedding_dim"], config["layers"], config["dropout"]) == (16, 4, 0.1)
