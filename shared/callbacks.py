@@ -162,6 +162,7 @@ class RunCheckpoint(keras.callbacks.Callback):
             return
         try:
             state = read_json(state_file)
+            _build_optimizer(self.model)
             self.model.load_weights(self.backup_dir / state["weights"])
         except (RunFileError, OSError, KeyError, ValueError) as error:
             is_chief, _ = worker_role()
@@ -268,6 +269,20 @@ class RunCheckpoint(keras.callbacks.Callback):
 
     def on_train_end(self, logs: dict | None = None) -> None:
         shutil.rmtree(self.backup_dir, ignore_errors=True)
+
+
+def _build_optimizer(model: keras.Model) -> None:
+    """Create the optimizer's variables (step count, moments), so a backup can fill them.
+
+    Keras creates them at the first training step when the model was compiled outside
+    a distribution strategy (as on one device). Weights loaded before that keep only
+    the model's own: Keras skips the optimizer's saved state with a warning, and the
+    resumed run would restart its learning-rate schedule and Adam moments.
+    """
+    optimizer = model.optimizer
+    if optimizer is not None and not optimizer.built:
+        with model.distribute_strategy.scope():
+            optimizer.build(model.trainable_variables)
 
 
 def _empty_state() -> dict:

@@ -4,7 +4,8 @@ Each kill test starts a real training process that SIGKILLs itself right after
 one step of `RunCheckpoint` (or half-way through writing a model file), then
 resumes the same run, as a user would after a crash, and checks that the
 finished run has every epoch exactly once, a best model that matches its
-history, and no leftover temporary files. The resumed run trains in this
+history, no leftover temporary files, and the weights an uninterrupted run ends
+with. The resumed run trains in this
 process (the same ``main`` the command line calls): a fresh process would only
 add TensorFlow's start-up time, and the command-line resume is tested in
 `test_damaged_run_files_are_repaired_or_reported_in_one_line`.
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from projects.xor_mlp.config import XorConfig
@@ -63,6 +65,14 @@ KILLING_DRIVER = textwrap.dedent(
 )
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The weights at the end of the same run, trained without a kill."""
+    run_dir = tmp_path_factory.mktemp("uninterrupted") / "run"
+    train_xor(XorConfig(run_dir=str(run_dir), **SAME_AS_FLAGS))
+    return load_run(run_dir, which="last").model.get_weights()
+
+
 def rows_of(history_csv) -> list[dict]:
     with open(history_csv, newline="") as handle:
         return list(csv.DictReader(handle))
@@ -81,7 +91,7 @@ def rows_of(history_csv) -> list[dict]:
     ],
 )
 def test_a_kill_at_any_step_of_an_epoch_leaves_a_consistent_run(
-    tmp_path, caplog, owner, step, call
+    tmp_path, caplog, uninterrupted, owner, step, call
 ):
     driver = tmp_path / "driver.py"
     driver.write_text(KILLING_DRIVER)
@@ -112,6 +122,12 @@ def test_a_kill_at_any_step_of_an_epoch_leaves_a_consistent_run(
     assert not (run_dir / "backup").exists()
     assert {"model.keras", "last.keras"} <= {path.name for path in run_dir.iterdir()}
     load_run(run_dir)  # the kept model loads, with finite weights
+    # The resumed run continued where the killed one stopped, optimizer state and
+    # learning-rate step included (the data order is fixed), so it ends where an
+    # uninterrupted run ends.
+    resumed_weights = load_run(run_dir, which="last").model.get_weights()
+    for resumed_weight, expected in zip(resumed_weights, uninterrupted, strict=True):
+        np.testing.assert_allclose(resumed_weight, expected, rtol=1e-6, atol=1e-7)
 
 
 def interrupted_xor_run(tmp_path):
