@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from shared.config import TrainConfig, parse_config
-from shared.errors import UserError
+from shared.errors import UserError, no_run_directory
 
 ConfigT = TypeVar("ConfigT", bound=TrainConfig)
 
@@ -140,8 +140,17 @@ def parse_before_tensorflow(
 def parse_args_before_tensorflow(
     parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
 ) -> argparse.Namespace:
-    """`parse_before_tensorflow` for an inference script's own ``argparse`` parser."""
+    """`parse_before_tensorflow` for an inference script's own ``argparse`` parser.
+
+    A ``--run-dir`` that does not exist is refused here too, in a second rather
+    than after TensorFlow's start-up: every script with that flag reads a run.
+    """
     args = parser.parse_args(argv)
+    run_dir = getattr(args, "run_dir", None)
+    if isinstance(run_dir, str) and not os.path.isdir(run_dir):
+        setup_logging(logging.WARNING)
+        log.error("error: %s", no_run_directory(run_dir))
+        raise SystemExit(2)
     load_tensorflow_quietly()
     return args
 

@@ -42,7 +42,7 @@ import tensorflow as tf
 
 from shared.config import TrainConfig
 from shared.distribute import wait_for_all_workers, worker_role
-from shared.errors import UserError
+from shared.errors import UserError, no_run_directory
 from shared.plots import plot_history
 from shared.saving import (
     ModelFileError,
@@ -443,7 +443,7 @@ def load_run(run_dir: str | os.PathLike, which: str = "model", inference: str = 
         raise ValueError(f"which must be 'model', 'best' or 'last', got {which!r}")
     path = Path(run_dir)
     if not path.is_dir():
-        raise RunError(f"No run directory at {path}. Train first, or pass an existing --run-dir.")
+        raise RunError(no_run_directory(str(path)))
     config_file = path / "config.json"
     if not config_file.exists():
         raise RunError(f"{path} is not a run directory (it has no config.json).")

@@ -18,6 +18,20 @@ from shared.cli import filter_startup_lines
 from shared.runs import INFERENCE_MODULES, RunError, TrainingDiverged, load_run
 from tests.helpers import REPO_ROOT, history_epochs, run_module
 
+# ``-X importtime`` lists every import on stderr; the quiet start-up filter would hide the
+# lines printed while TensorFlow loads, so these runs keep stderr verbatim.
+SHOW_IMPORTS = {**os.environ, "KERAS_PROJECTS_VERBOSE": "1"}
+
+
+def imported_modules(importtime_stderr: str) -> set[str]:
+    """The modules a ``python -X importtime`` run imported, at any depth."""
+    return {
+        line.split("|")[-1].strip()
+        for line in importtime_stderr.splitlines()
+        if line.startswith("import time:")
+    }
+
+
 READMES = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "projects").glob("*/README.md"))]
 
 
@@ -56,11 +70,11 @@ def test_every_python_module_named_in_a_readme_answers_help_without_tensorflow()
             capture_output=True,
             text=True,
             timeout=60,
+            env=SHOW_IMPORTS,
         )
         assert result.returncode == 0, f"{module} --help failed:\n{result.stderr[-2000:]}"
         assert result.stdout.startswith(f"usage: python -m {module}"), result.stdout[:200]
-        imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
-        assert "tensorflow" not in imported, f"{module} --help imports TensorFlow"
+        assert "tensorflow" not in imported_modules(result.stderr), f"{module} --help loads it"
 
 
 def test_the_readme_says_how_to_make_python_find_the_installed_packages():
@@ -76,10 +90,53 @@ def test_flag_errors_are_answered_before_tensorflow_loads():
         capture_output=True,
         text=True,
         timeout=60,
+        env=SHOW_IMPORTS,
     )
     assert result.returncode == 2
     assert "did you mean --epochs?" in result.stderr
-    assert "| tensorflow" not in result.stderr
+    assert "tensorflow" not in imported_modules(result.stderr)
+
+
+# Every script that reads a finished run, with the other arguments it requires.
+READS_A_RUN = {
+    "projects.xor_mlp.predict": ["1", "0"],
+    "projects.stock_lstm.forecast": [],
+    "projects.shakespeare.generate": [],
+    "projects.shakespeare.attention": [],
+    "projects.cifar_cnn.predict": ["cat.png"],
+    "projects.cifar_cnn.inspect": ["cat.png"],
+    "projects.cifar_cnn.evaluate": [],
+    "shared.export": ["--format", "onnx"],
+}
+
+
+def test_a_missing_run_directory_is_answered_before_tensorflow_loads(tmp_path):
+    missing = tmp_path / "no-such-run"
+    for module, required in READS_A_RUN.items():
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-X",
+                "importtime",
+                "-m",
+                module,
+                "--run-dir",
+                str(missing),
+                *required,
+            ],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=SHOW_IMPORTS,
+        )
+        assert result.returncode == 2, f"{module}: {result.stderr[-2000:]}"
+        assert "tensorflow" not in imported_modules(result.stderr), f"{module} loads it first"
+        said = [line for line in result.stderr.splitlines() if not line.startswith("import time")]
+        assert len(said) == 1, f"{module}: {said}"
+        assert said[0].endswith(
+            f"error: No run directory at {missing}. Train first, or pass an existing --run-dir."
+        ), module
 
 
 @pytest.fixture(scope="module")
