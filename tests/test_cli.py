@@ -23,6 +23,18 @@ from tests.helpers import REPO_ROOT, history_epochs, run_module
 SHOW_IMPORTS = {**os.environ, "KERAS_PROJECTS_VERBOSE": "1"}
 
 
+def run_listing_imports(module: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -X importtime -m module args`` from the repository root, stderr unfiltered."""
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", module, *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=SHOW_IMPORTS,
+    )
+
+
 def imported_modules(importtime_stderr: str) -> set[str]:
     """The modules a ``python -X importtime`` run imported, at any depth."""
     return {
@@ -64,14 +76,7 @@ def test_every_python_module_named_in_a_readme_answers_help_without_tensorflow()
     _, modules = readme_commands()
     assert "projects.xor_mlp.predict" in modules and "projects.stock_lstm.train" in modules
     for module in sorted(modules):
-        result = subprocess.run(
-            [sys.executable, "-X", "importtime", "-m", module, "--help"],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=SHOW_IMPORTS,
-        )
+        result = run_listing_imports(module, "--help")
         assert result.returncode == 0, f"{module} --help failed:\n{result.stderr[-2000:]}"
         assert result.stdout.startswith(f"usage: python -m {module}"), result.stdout[:200]
         assert "tensorflow" not in imported_modules(result.stderr), f"{module} --help loads it"
@@ -84,14 +89,7 @@ def test_the_readme_says_how_to_make_python_find_the_installed_packages():
 
 
 def test_flag_errors_are_answered_before_tensorflow_loads():
-    result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "projects.stock_lstm.train", "--epoch", "3"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=SHOW_IMPORTS,
-    )
+    result = run_listing_imports("projects.stock_lstm.train", "--epoch", "3")
     assert result.returncode == 2
     assert "did you mean --epochs?" in result.stderr
     assert "tensorflow" not in imported_modules(result.stderr)
@@ -113,23 +111,7 @@ READS_A_RUN = {
 def test_a_missing_run_directory_is_answered_before_tensorflow_loads(tmp_path):
     missing = tmp_path / "no-such-run"
     for module, required in READS_A_RUN.items():
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-X",
-                "importtime",
-                "-m",
-                module,
-                "--run-dir",
-                str(missing),
-                *required,
-            ],
-            cwd=REPO_ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=SHOW_IMPORTS,
-        )
+        result = run_listing_imports(module, "--run-dir", str(missing), *required)
         assert result.returncode == 2, f"{module}: {result.stderr[-2000:]}"
         assert "tensorflow" not in imported_modules(result.stderr), f"{module} loads it first"
         said = [line for line in result.stderr.splitlines() if not line.startswith("import time")]
