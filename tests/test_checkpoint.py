@@ -5,9 +5,9 @@ one step of `RunCheckpoint` (or half-way through writing a model file), then
 resumes the same run, as a user would after a crash, and checks that the
 finished run has every epoch exactly once, a best model that matches its
 history, no leftover temporary files, and the weights an uninterrupted run ends
-with. The resumed run trains in this
-process (the same ``main`` the command line calls): a fresh process would only
-add TensorFlow's start-up time, and the command-line resume is tested in
+with. The resumed run trains in this process (the same ``main`` the command line
+calls): a fresh process would only add TensorFlow's start-up time, and the
+command-line resume is tested in
 `test_damaged_run_files_are_repaired_or_reported_in_one_line`.
 """
 
