@@ -365,17 +365,19 @@ def test_a_time_budget_sets_the_epochs_from_a_timed_epoch(tmp_path, caplog):
 
 
 def test_the_budget_log_quotes_the_measured_runs_around_the_planned_epochs():
-    measured = AIRBENCH_MEASURED_ACCURACY["muon"]
+    measured = AIRBENCH_MEASURED_ACCURACY["muon", 32]
     most = max(measured)
     below = max(count for count in measured if count < most)
     assert below < most - 1  # a gap to plan into
-    exact = expected_accuracy_note("airbench", "muon", most)
+    exact = expected_accuracy_note("airbench", "muon", 32, most)
     assert f"{most} epochs measured {measured[most]:.1%}" in exact and " and " not in exact
-    between = expected_accuracy_note("airbench", "muon", most - 1)
+    between = expected_accuracy_note("airbench", "muon", 32, most - 1)
     assert f"measured {measured[below]:.1%} and {most} epochs {measured[most]:.1%}" in between
-    beyond = expected_accuracy_note("airbench", "muon", most + 5)
+    beyond = expected_accuracy_note("airbench", "muon", 32, most + 5)
     assert f"the nearest measured count, {most} epochs, reached" in beyond
-    assert expected_accuracy_note("resnet", "muon", most) == ""
+    assert expected_accuracy_note("resnet", "muon", 32, most) == ""
+    # Another width is another network: the width-32 figures do not describe it.
+    assert expected_accuracy_note("airbench", "muon", 8, most) == ""
 
 
 def test_evaluate_rescores_an_airbench_run_with_each_number_of_views(quick_runs, tmp_path):

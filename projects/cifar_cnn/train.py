@@ -106,21 +106,22 @@ def training_epochs(config: CifarConfig) -> int:
     return config.epochs or DEFAULT_EPOCHS[config.model]
 
 
-# Validation accuracy of the default airbench run by epochs (measured on the 5,000-image
-# validation split of CIFAR-10's training images; see README.md), for the --minutes log.
-# 8 (Muon) and 10 (SGD) epochs: means of seeds 0, 1 and 2 (bfloat16). 1 and 2 epochs:
-# seed 0 on a 2-core CPU without AVX-512 (float32), where `--minutes 20` plans 1.
-AIRBENCH_MEASURED_ACCURACY: dict[str, dict[int, float]] = {
-    "muon": {1: 0.7212, 2: 0.8258, 8: 0.9083},
-    "sgd": {10: 0.9083},
+# Validation accuracy of airbench runs by epochs, keyed by (--optimizer, --width)
+# (measured on the 5,000-image validation split of CIFAR-10's training images; see
+# README.md), for the --minutes log. Muon 8 and SGD 10 epochs: means of seeds 0, 1 and 2
+# (bfloat16). Muon 1 and 2 epochs: seed 0 on a 2-core CPU without AVX-512 (float32),
+# where `--minutes 20` plans 1.
+AIRBENCH_MEASURED_ACCURACY: dict[tuple[str, int], dict[int, float]] = {
+    ("muon", 32): {1: 0.7212, 2: 0.8258, 8: 0.9083},
+    ("sgd", 32): {10: 0.9083},
 }
 MOST_BUDGET_EPOCHS = 100
 
 
-def expected_accuracy_note(model: str, optimizer: str, epochs: int) -> str:
+def expected_accuracy_note(model: str, optimizer: str, width: int, epochs: int) -> str:
     """What the measured runs say ``epochs`` epochs reach (``"; on full CIFAR-10, ..."``),
-    or ``""`` when nothing was measured for this model."""
-    measured = AIRBENCH_MEASURED_ACCURACY.get(optimizer, {}) if model == "airbench" else {}
+    or ``""`` when nothing was measured for this model, optimizer and width."""
+    measured = AIRBENCH_MEASURED_ACCURACY.get((optimizer, width), {}) if model == "airbench" else {}
     if not measured:
         return ""
 
@@ -316,7 +317,7 @@ def main(config: CifarConfig) -> dict:
             seconds,
             epochs,
             "" if epochs == 1 else "s",
-            expected_accuracy_note(config.model, config.optimizer, epochs),
+            expected_accuracy_note(config.model, config.optimizer, config.width, epochs),
         )
         with strategy.scope():
             compile_for(epochs)
