@@ -420,6 +420,10 @@ def test_inspect_cli_writes_kernels_feature_maps_and_grad_cam(quick_runs, tmp_pa
         assert Image.open(path).format == "PNG"
     assert "Traceback" not in result.stderr
 
+
+def test_inspect_cli_names_a_bad_layer_and_a_non_image(quick_runs, tmp_path):
+    run_dir, _ = quick_runs["airbench"]  # the answers do not depend on the architecture
+    image = next((_sample_folder(tmp_path / "images", ["cat"], 1) / "cat").iterdir())
     bad_layer = run_module(
         "projects.cifar_cnn.inspect", "--run-dir", str(run_dir), "--layer", "nope", str(image)
     )
