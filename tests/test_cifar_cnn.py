@@ -30,6 +30,7 @@ from projects.cifar_cnn.train import (
     choose_batch_size,
     expected_accuracy_note,
     learning_rate_schedule,
+    narrower_width_hint,
 )
 from projects.cifar_cnn.train import main as train_cifar
 from shared.errors import UserError
@@ -378,6 +379,19 @@ def test_the_budget_log_quotes_the_measured_runs_around_the_planned_epochs():
     assert expected_accuracy_note("resnet", "muon", 32, most) == ""
     # Another width is another network: the width-32 figures do not describe it.
     assert expected_accuracy_note("airbench", "muon", 8, most) == ""
+
+
+def test_a_budget_that_fits_few_epochs_suggests_the_measured_narrower_net():
+    narrow = AIRBENCH_MEASURED_ACCURACY["muon", 16]
+    hint = narrower_width_hint("airbench", "muon", 32, 1)
+    assert "Only 1 epoch fit at --width 32" in hint and hint.endswith("Try --width 16.")
+    # The measured narrow run beat the wide one at the same budget, or there is no hint.
+    assert max(narrow.values()) > AIRBENCH_MEASURED_ACCURACY["muon", 32][1]
+    assert f"to {narrow[max(narrow)]:.1%} validation accuracy" in hint
+    assert narrower_width_hint("airbench", "muon", 32, 3) == ""  # enough epochs fit
+    assert narrower_width_hint("airbench", "muon", 16, 1) == ""  # already narrow
+    assert narrower_width_hint("resnet", "muon", 32, 1) == ""
+    assert narrower_width_hint("airbench", "sgd", 32, 1) == ""  # not measured with SGD
 
 
 def test_evaluate_rescores_an_airbench_run_with_each_number_of_views(quick_runs, tmp_path):
