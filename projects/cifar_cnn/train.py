@@ -151,17 +151,16 @@ def expected_accuracy_note(model: str, optimizer: str, width: int, epochs: int) 
 def narrower_width_hint(model: str, optimizer: str, width: int, epochs: int) -> str:
     """A suggestion to train ``--width 16`` when only a few epochs fit the budget, with
     the measured runs behind it, or ``""``."""
-    narrow = AIRBENCH_MEASURED_ACCURACY.get((optimizer, NARROW_WIDTH))
+    narrow = AIRBENCH_MEASURED_ACCURACY.get((optimizer, NARROW_WIDTH), {})
     default = AIRBENCH_MEASURED_ACCURACY.get((optimizer, 32), {})
-    if model != "airbench" or width <= NARROW_WIDTH or epochs >= FEW_EPOCHS:
-        return ""
-    if not narrow or 1 not in default:  # nothing measured to compare
+    few_fit = model == "airbench" and width > NARROW_WIDTH and epochs < FEW_EPOCHS
+    if not (few_fit and narrow and 1 in default):  # or nothing measured to compare
         return ""
     narrow_epochs = max(narrow)
     return (
         f"Only {epochs} epoch{'s' if epochs != 1 else ''} fit at --width {width}; a narrower "
-        f"net fits more, and more epochs matter more here than width: on a 2-core CPU "
-        f"without AVX-512, --minutes 20 trained {narrow_epochs} epochs of --width "
+        f"net fits more epochs: on a 2-core CPU without AVX-512, --minutes 20 trained "
+        f"{narrow_epochs} epochs of --width "
         f"{NARROW_WIDTH} to {narrow[narrow_epochs]:.1%} validation accuracy, against "
         f"{default[1]:.1%} for 1 epoch of --width 32 (README.md). "
         f"Try --width {NARROW_WIDTH}."
