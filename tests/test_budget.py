@@ -1,4 +1,5 @@
-"""--minutes: the epoch count is measured once per run and kept when the run resumes."""
+"""Timing training: --minutes measures its epoch count once per run and keeps it when the
+run resumes; the ``make bench-*`` rate counts steps, not the start of ``fit``."""
 
 from __future__ import annotations
 
@@ -95,3 +96,35 @@ def test_one_stalled_step_does_not_stretch_the_planned_epoch():
     assert seconds < stall_seconds
     for saved, restored in zip(before, model.get_weights(), strict=True):
         np.testing.assert_array_equal(saved, restored)  # the timing leaves no trace
+
+
+def test_the_bench_rate_counts_the_steps_and_not_the_start_of_each_fit():
+    import time
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from shared.benchmarks import fit_rate
+
+    first_step_seconds, step_seconds, images_per_step = 1.0, 0.05, 64
+
+    def wait_for_batch(index):  # a batch that takes this long to arrive, like a slow input
+        time.sleep(first_step_seconds if int(index) == 0 else step_seconds)
+        return index
+
+    rows = np.random.default_rng(0).normal(size=(images_per_step, 4)).astype("float32")
+    batches = tf.data.Dataset.range(100).map(
+        lambda index: tf.py_function(wait_for_batch, [index], tf.int64)
+    )
+    data = batches.map(lambda index: (tf.constant(rows), tf.constant(rows[:, :1])))
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="sgd", loss="mse")
+    # Every fit starts a new pass over `data`, so its first step waits 1 s: counted, it
+    # would give 5 steps in 1.25 s, a quarter of the steady rate of one step per 50 ms.
+    rate = fit_rate(model, data, steps=6, units_per_step=images_per_step)
+    steady_rate = images_per_step / step_seconds
+    assert 0.75 * steady_rate < rate <= 1.01 * steady_rate
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        fit_rate(model, data, steps=1, units_per_step=images_per_step)
