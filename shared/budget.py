@@ -13,6 +13,7 @@ import numpy as np
 import scipy.stats
 import tensorflow as tf
 
+from shared.callbacks import build_optimizer
 from shared.saving import read_json_or_none, write_json
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def time_one_epoch(
     before training, for a fresh optimizer and learning-rate schedule.
     """
     weights = model.get_weights()
+    build_optimizer(model)  # else the training step is traced twice (see build_optimizer)
     warmup, timed = 3, max(1, min(timed_steps, steps_per_epoch))
     clock = StepClock()
     model.fit(
