@@ -98,6 +98,37 @@ def test_one_stalled_step_does_not_stretch_the_planned_epoch():
         np.testing.assert_array_equal(saved, restored)  # the timing leaves no trace
 
 
+def test_slow_steps_are_timed_fewer_times():
+    import time
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from shared.budget import time_one_epoch
+
+    step_seconds, drawn = 0.3, []
+
+    def slow_batch(index):  # like a large batch on a slow CPU
+        drawn.append(int(index))
+        time.sleep(step_seconds)
+        return index
+
+    rows = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    batches = tf.data.Dataset.range(100).map(
+        lambda index: tf.py_function(slow_batch, [index], tf.int64)
+    )
+    data = batches.map(lambda index: (tf.constant(rows), tf.constant(rows[:, :1])))
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="sgd", loss="mse")
+    # 3 warm-up steps, then 20 timed ones, unless 3 timed steps already took 0.8 s.
+    seconds = time_one_epoch(model, data, steps_per_epoch=50, timed_steps=20, timed_seconds=0.8)
+    assert 0.7 * 50 * step_seconds < seconds < 1.5 * 50 * step_seconds
+    # 3 + 3 steps ran (the input pipeline may read a few batches ahead), not 3 + 20.
+    assert len(drawn) <= 12, drawn
+
+
 def test_the_bench_rate_counts_the_steps_and_not_the_start_of_each_fit():
     import time
 
