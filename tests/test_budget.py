@@ -5,10 +5,16 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
 
+import keras
+import numpy as np
 import pytest
+import tensorflow as tf
 
-from shared.budget import BUDGET_FILE, budgeted_epochs, epochs_for_budget
+from shared.benchmarks import fit_rate
+from shared.budget import BUDGET_FILE, budgeted_epochs, epochs_for_budget, time_one_epoch
 from tests.helpers import kill_after_first_epoch
 
 
@@ -65,30 +71,35 @@ def test_shakespeare_minutes_run_resumes_with_its_first_epoch_count(tmp_path, ca
     assert len(lines) == 1 + planned
 
 
-def test_one_stalled_step_does_not_stretch_the_planned_epoch():
-    import time
+def tiny_model_and_slow_batches(
+    wait: Callable[[int], None], rows_per_batch: int
+) -> tuple[keras.Model, tf.data.Dataset]:
+    """A one-layer regression, and batches that each call ``wait(index)`` before they
+    arrive: sleeping there stands for a slow input, a slow CPU or another program."""
 
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from shared.budget import time_one_epoch
-
-    stall_seconds, stalled_batch = 3.0, 6  # a timed step (after the 3 warm-up steps)
-
-    def maybe_stall(index):
-        if int(index) == stalled_batch:  # e.g. another program taking the cores
-            time.sleep(stall_seconds)
+    def arrive(index):
+        wait(int(index))
         return index
 
-    rows = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
-    batches = tf.data.Dataset.range(64).map(
-        lambda index: tf.py_function(maybe_stall, [index], tf.int64)
+    rows = np.random.default_rng(0).normal(size=(rows_per_batch, 4)).astype("float32")
+    batches = tf.data.Dataset.range(100).map(
+        lambda index: tf.py_function(arrive, [index], tf.int64)
     )
     data = batches.map(lambda index: (tf.constant(rows), tf.constant(rows[:, :1])))
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
     model.compile(optimizer="sgd", loss="mse")
+    return model, data
+
+
+def test_one_stalled_step_does_not_stretch_the_planned_epoch():
+    stall_seconds, stalled_batch = 3.0, 6  # a timed step (after the 3 warm-up steps)
+
+    def maybe_stall(index):
+        if index == stalled_batch:  # e.g. another program taking the cores
+            time.sleep(stall_seconds)
+
+    model, data = tiny_model_and_slow_batches(maybe_stall, rows_per_batch=64)
     before = [weight.copy() for weight in model.get_weights()]
     # 10 timed steps of milliseconds each: with the stall in one of them, their mean
     # would plan 100 steps at about 0.3 s; without the slowest, what the steps take.
@@ -99,29 +110,13 @@ def test_one_stalled_step_does_not_stretch_the_planned_epoch():
 
 
 def test_slow_steps_are_timed_fewer_times():
-    import time
-
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from shared.budget import time_one_epoch
-
     step_seconds, drawn = 0.3, []
 
     def slow_batch(index):  # like a large batch on a slow CPU
-        drawn.append(int(index))
+        drawn.append(index)
         time.sleep(step_seconds)
-        return index
 
-    rows = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
-    batches = tf.data.Dataset.range(100).map(
-        lambda index: tf.py_function(slow_batch, [index], tf.int64)
-    )
-    data = batches.map(lambda index: (tf.constant(rows), tf.constant(rows[:, :1])))
-    inputs = keras.Input((4,))
-    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
-    model.compile(optimizer="sgd", loss="mse")
+    model, data = tiny_model_and_slow_batches(slow_batch, rows_per_batch=8)
     # 3 warm-up steps, then 20 timed ones, unless 3 timed steps already took 0.8 s.
     seconds = time_one_epoch(model, data, steps_per_epoch=50, timed_steps=20, timed_seconds=0.8)
     assert 0.7 * 50 * step_seconds < seconds < 1.5 * 50 * step_seconds
@@ -130,28 +125,12 @@ def test_slow_steps_are_timed_fewer_times():
 
 
 def test_the_bench_rate_counts_the_steps_and_not_the_start_of_each_fit():
-    import time
-
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from shared.benchmarks import fit_rate
-
     first_step_seconds, step_seconds, images_per_step = 1.0, 0.05, 64
 
     def wait_for_batch(index):  # a batch that takes this long to arrive, like a slow input
-        time.sleep(first_step_seconds if int(index) == 0 else step_seconds)
-        return index
+        time.sleep(first_step_seconds if index == 0 else step_seconds)
 
-    rows = np.random.default_rng(0).normal(size=(images_per_step, 4)).astype("float32")
-    batches = tf.data.Dataset.range(100).map(
-        lambda index: tf.py_function(wait_for_batch, [index], tf.int64)
-    )
-    data = batches.map(lambda index: (tf.constant(rows), tf.constant(rows[:, :1])))
-    inputs = keras.Input((4,))
-    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
-    model.compile(optimizer="sgd", loss="mse")
+    model, data = tiny_model_and_slow_batches(wait_for_batch, rows_per_batch=images_per_step)
     # Every fit starts a new pass over `data`, so its first step waits 1 s: counted, it
     # would give 5 steps in 1.25 s, a quarter of the steady rate of one step per 50 ms.
     rate = fit_rate(model, data, steps=6, units_per_step=images_per_step)

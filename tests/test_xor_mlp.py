@@ -20,6 +20,7 @@ from projects.xor_mlp.model import build_mlp, compile_classifier
 from projects.xor_mlp.predict import InputError, parse_bits
 from projects.xor_mlp.predict import main as predict_main
 from projects.xor_mlp.train import main as train_xor
+from projects.xor_mlp.train import train_numpy_mlp
 from shared.runs import seed_everything
 from tests.helpers import REPO_ROOT, history_epochs, kill_after_first_epoch, run_module
 
@@ -57,15 +58,7 @@ def test_mlp_solves_xor_for_ten_seeds_and_the_perceptron_cannot(tmp_path):
         if seed == 0:
             np.testing.assert_allclose(probabilities, metrics["mlp"]["probabilities"], rtol=1e-5)
         assert ((probabilities > 0.5) == targets.ravel()).all(), (seed, probabilities)
-        numpy_params, _ = numpy_mlp.train(
-            inputs,
-            targets,
-            hidden=config.hidden_units,
-            epochs=config.numpy_epochs,
-            learning_rate=config.numpy_learning_rate,
-            batch_size=2,
-            seed=seed,
-        )
+        numpy_params = train_numpy_mlp(config, inputs, targets, seed)
         numpy_labels = numpy_mlp.predict(numpy_params, inputs).ravel() > 0.5
         assert (numpy_labels == targets.ravel()).all(), seed
 

@@ -85,15 +85,7 @@ def main(config: XorConfig) -> dict:
     perceptron.fit(train_data, epochs=config.epochs, shuffle=False, verbose=0)
 
     # 3. The from-scratch NumPy MLP, minibatch SGD.
-    numpy_params, _ = numpy_mlp.train(
-        inputs,
-        targets,
-        hidden=config.hidden_units,
-        epochs=config.numpy_epochs,
-        learning_rate=config.numpy_learning_rate,
-        batch_size=2,
-        seed=config.seed,
-    )
+    numpy_params = train_numpy_mlp(config, inputs, targets, config.seed)
 
     results = {
         "mlp": evaluate(keras_predict_fn(mlp), inputs, targets),
@@ -130,6 +122,22 @@ def main(config: XorConfig) -> dict:
     log.info(perceptron_note)
     run.finish(mlp, metrics)
     return metrics
+
+
+def train_numpy_mlp(
+    config: XorConfig, inputs: np.ndarray, targets: np.ndarray, seed: int
+) -> numpy_mlp.Params:
+    """The from-scratch NumPy MLP of ``config``, trained by minibatch SGD (2 rows a step)."""
+    params, _ = numpy_mlp.train(
+        inputs,
+        targets,
+        hidden=config.hidden_units,
+        epochs=config.numpy_epochs,
+        learning_rate=config.numpy_learning_rate,
+        batch_size=2,
+        seed=seed,
+    )
+    return params
 
 
 def plot_decision_boundaries(keras_models, numpy_predict, inputs, targets, title, path):
