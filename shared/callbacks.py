@@ -279,7 +279,7 @@ def build_optimizer(model: keras.Model) -> None:
     the model's own: Keras skips the optimizer's saved state with a warning, and the
     resumed run would restart its learning-rate schedule and Adam moments. And a
     ``tf.function`` that creates variables is traced a second time: building them
-    first traces the training step once (a DenseNet ``--quick`` run here: 41 s -> 31 s).
+    first traces the training step once (a DenseNet ``--quick`` run here: 34-38 s -> 27-33 s).
     """
     optimizer = model.optimizer
     if optimizer is not None and not optimizer.built:
