@@ -108,17 +108,21 @@ def budgeted_epochs(
     minutes: float,
     seconds_per_epoch: Callable[[], float],
     most: int = 1000,
+    variant: str = "",
 ) -> tuple[int, float]:
     """Epochs that fit in ``minutes``, measured once per run.
 
     Calls ``seconds_per_epoch()`` (e.g. `time_one_epoch`) and records the
     decision in ``RUN_DIR/budget.json``, so that a resumed run keeps the epoch
     count (and learning-rate schedule) it started with instead of re-measuring.
+    ``variant`` names another network timed for the same run (e.g. ``"width16"``,
+    recorded in ``budget-width16.json``), so that a resumed run makes the same choice
+    between them without timing either again.
 
     Returns:
         (epochs, the measured seconds per epoch).
     """
-    path = Path(run_dir) / BUDGET_FILE
+    path = Path(run_dir) / (f"budget-{variant}.json" if variant else BUDGET_FILE)
     saved = read_json_or_none(path)  # None when missing or damaged: measure again
     if (
         isinstance(saved, dict)

@@ -23,10 +23,12 @@ from projects.cifar_cnn.model import (
     build_classifier,
     conv_output_size,
     same_padding,
+    trained_network,
     window_layers,
 )
 from projects.cifar_cnn.train import (
     AIRBENCH_MEASURED_ACCURACY,
+    budget_plan,
     choose_batch_size,
     expected_accuracy_note,
     learning_rate_schedule,
@@ -392,6 +394,53 @@ def test_a_budget_that_fits_few_epochs_suggests_the_measured_narrower_net():
     assert narrower_width_hint("airbench", "muon", 16, 1) == ""  # already narrow
     assert narrower_width_hint("resnet", "muon", 32, 1) == ""
     assert narrower_width_hint("airbench", "sgd", 32, 1) == ""  # not measured with SGD
+
+
+@pytest.mark.parametrize(
+    "flags, timed, chosen",
+    [
+        # The slow CPU's measured plans: 1 epoch of width 32, 4 of width 16.
+        ({}, {32: (1, 577.0), 16: (4, 230.0)}, (16, 4, 230.0)),
+        ({}, {32: (3, 360.0)}, (32, 3, 360.0)),  # enough epochs fit: 16 is not timed
+        ({}, {32: (1, 900.0), 16: (1, 700.0)}, (32, 1, 900.0)),  # 16 fits no more
+        ({"width": 32}, {32: (1, 577.0)}, (32, 1, 577.0)),  # asked for by the user
+        ({"model": "resnet"}, {32: (1, 577.0)}, (32, 1, 577.0)),  # measured for airbench only
+        ({"optimizer": "sgd"}, {32: (1, 577.0)}, (32, 1, 577.0)),  # measured for Muon only
+        ({"init_from": "runs/cifar"}, {32: (1, 577.0)}, (32, 1, 577.0)),  # its weights' width
+    ],
+)
+def test_automatic_width_trains_the_narrow_airbench_when_more_of_its_epochs_fit(
+    flags, timed, chosen
+):
+    timed_widths = []
+
+    def plan(width: int) -> tuple[int, float]:
+        timed_widths.append(width)
+        return timed[width]
+
+    assert budget_plan(CifarConfig(**{"minutes": 20, **flags}), plan) == chosen
+    assert timed_widths == list(timed)
+
+
+def test_an_automatic_width_run_resumed_after_its_timing_keeps_the_width_it_chose(tmp_path, caplog):
+    # A --width 0 run stopped after timing both widths (before its first epoch ended):
+    # resumed, it trains the width those timings chose, without timing again.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    plans = {"budget.json": (1, 60.0), "budget-width16.json": (2, 3.0)}
+    for name, (epochs, seconds) in plans.items():
+        record = {"minutes": 0.1, "seconds_per_epoch": seconds, "epochs": epochs}
+        (run_dir / name).write_text(json.dumps(record))
+    config = {**CifarConfig.QUICK, "width": 0, "minutes": 0.1, "run_dir": str(run_dir)}
+    with caplog.at_level(logging.INFO):
+        metrics = train_cifar(CifarConfig(**config))
+    assert "so the run trains --width 16" in caplog.text
+    assert caplog.text.count("keeping this run's") == 2
+    assert (metrics["width"], metrics["epochs"]) == (16, 2)
+    assert len(history_epochs(run_dir / "history.csv")) == 2
+    network = trained_network(load_run(run_dir).model)
+    first_group = next(layer for layer in network.layers if layer.name.endswith("_conv"))
+    assert first_group.kernel.shape[-1] == 2 * 16  # the recipe's 64 filters at width 32
 
 
 def test_evaluate_rescores_an_airbench_run_with_each_number_of_views(quick_runs, tmp_path):

@@ -412,7 +412,9 @@ def initialize_from(model: keras.Model, run_dir: str, class_names: tuple[str, ..
     if project != "cifar_cnn":
         raise UserError(f"--init-from {run_dir} is a {project} run; it needs a cifar_cnn run.")
     network = trained_network(source.model)
-    settings = f"--model {source.config.get('model')} --width {source.config.get('width')}"
+    # A run of --width 0 (automatic) records the width it trained in metrics.json.
+    width = source.metrics.get("width") or source.config.get("width")
+    settings = f"--model {source.config.get('model')} --width {width}"
     if network.name != model.name:
         raise UserError(
             f"--init-from {run_dir} trained {source.config.get('model')!r}, not this "

@@ -22,7 +22,7 @@ accuracy and time of airbench and of ResNet-9 (88.4-88.6% validation accuracy in
 
 from __future__ import annotations
 
-from projects.cifar_cnn.config import DEFAULT_EPOCHS, CifarConfig
+from projects.cifar_cnn.config import DEFAULT_EPOCHS, DEFAULT_WIDTH, CifarConfig
 from shared.cli import parse_before_tensorflow
 
 if __name__ == "__main__":
@@ -30,6 +30,7 @@ if __name__ == "__main__":
     parse_before_tensorflow(CifarConfig)
 
 import logging
+from collections.abc import Callable
 
 import keras
 import matplotlib.pyplot as plt
@@ -148,23 +149,76 @@ def expected_accuracy_note(model: str, optimizer: str, width: int, epochs: int) 
     return f"; on full CIFAR-10, {found} validation accuracy (README.md)"
 
 
-def narrower_width_hint(model: str, optimizer: str, width: int, epochs: int) -> str:
-    """A suggestion to train ``--width 16`` when only a few epochs fit the budget, with
-    the measured runs behind it, or ``""``."""
+def narrow_net_evidence(optimizer: str) -> str:
+    """The measured runs that show a narrower airbench making better use of a short
+    budget, as a sentence, or ``""`` when they were not measured with ``optimizer``."""
     narrow = AIRBENCH_MEASURED_ACCURACY.get((optimizer, NARROW_WIDTH), {})
-    default = AIRBENCH_MEASURED_ACCURACY.get((optimizer, 32), {})
-    few_fit = model == "airbench" and width > NARROW_WIDTH and epochs < FEW_EPOCHS
-    if not (few_fit and narrow and 1 in default):  # or nothing measured to compare
+    default = AIRBENCH_MEASURED_ACCURACY.get((optimizer, DEFAULT_WIDTH), {})
+    if not (narrow and 1 in default):
         return ""
     narrow_epochs = max(narrow)
     return (
-        f"Only {epochs} epoch{'s' if epochs != 1 else ''} fit at --width {width}; a narrower "
-        f"net fits more epochs: on a 2-core CPU without AVX-512, --minutes 20 trained "
-        f"{narrow_epochs} epochs of --width "
-        f"{NARROW_WIDTH} to {narrow[narrow_epochs]:.1%} validation accuracy, against "
-        f"{default[1]:.1%} for 1 epoch of --width 32 (README.md). "
-        f"Try --width {NARROW_WIDTH}."
+        f"on a 2-core CPU without AVX-512, --minutes 20 trained {narrow_epochs} epochs of "
+        f"--width {NARROW_WIDTH} to {narrow[narrow_epochs]:.1%} validation accuracy, against "
+        f"{default[1]:.1%} for 1 epoch of --width {DEFAULT_WIDTH} (README.md)"
     )
+
+
+def narrower_width_hint(model: str, optimizer: str, width: int, epochs: int) -> str:
+    """A suggestion to train ``--width 16`` when only a few epochs fit the budget, with
+    the measured runs behind it, or ``""``."""
+    evidence = narrow_net_evidence(optimizer)
+    few_fit = model == "airbench" and width > NARROW_WIDTH and epochs < FEW_EPOCHS
+    if not (few_fit and evidence):  # or nothing measured to compare
+        return ""
+    return (
+        f"Only {epochs} epoch{'s' if epochs != 1 else ''} fit at --width {width}; a narrower "
+        f"net fits more epochs: {evidence}. Try --width {NARROW_WIDTH}."
+    )
+
+
+def budget_plan(
+    config: CifarConfig, plan: Callable[[int], tuple[int, float]]
+) -> tuple[int, int, float]:
+    """``(width, epochs, seconds per epoch)`` for a ``--minutes`` run.
+
+    ``plan(width)`` times the network of that width and returns the epochs that fit
+    and the seconds per epoch (`shared.budget.budgeted_epochs`). With ``--width 0``
+    (automatic), an airbench of which fewer than `FEW_EPOCHS` epochs fit at the default
+    width is timed at `NARROW_WIDTH` as well, and trained there if more epochs fit: on a
+    slow CPU 4 epochs of the narrow net beat 1 of the wide one by 13 points (README.md).
+    Not with ``--init-from``, whose weights fix the width.
+    """
+    width = config.width or DEFAULT_WIDTH
+    epochs, seconds = plan(width)
+    automatic = config.width == 0 and config.model == "airbench" and not config.init_from
+    if not (automatic and epochs < FEW_EPOCHS and narrow_net_evidence(config.optimizer)):
+        return width, epochs, seconds
+    narrow_epochs, narrow_seconds = plan(NARROW_WIDTH)
+    if narrow_epochs <= epochs:
+        log.info(
+            "--width 0 (automatic): --width %d fits no more epochs than --width %d (%d), "
+            "so the run trains --width %d",
+            NARROW_WIDTH,
+            width,
+            epochs,
+            width,
+        )
+        return width, epochs, seconds
+    log.info(
+        "--width 0 (automatic): %d epoch%s of --width %d fit (%.0f s each), %d of --width %d "
+        "(%.0f s each), so the run trains --width %d: %s",
+        epochs,
+        "" if epochs == 1 else "s",
+        width,
+        seconds,
+        narrow_epochs,
+        NARROW_WIDTH,
+        narrow_seconds,
+        NARROW_WIDTH,
+        narrow_net_evidence(config.optimizer),
+    )
+    return NARROW_WIDTH, narrow_epochs, narrow_seconds
 
 
 def learning_rate_schedule(config: CifarConfig, batch_size: int, steps_per_epoch: int, epochs: int):
@@ -255,7 +309,7 @@ def main(config: CifarConfig) -> dict:
 
     strategy = select_strategy(config.strategy)
 
-    def compile_for(epochs: int) -> None:
+    def compile_for(model: keras.Model, epochs: int) -> None:
         if muon:
             airbench.compile_airbench_muon(
                 model,
@@ -296,46 +350,59 @@ def main(config: CifarConfig) -> dict:
             config.seed,
         )
 
-    with strategy.scope():
-        if is_airbench:
-            # The whitening filters come from the training images only (5,000 suffice).
-            whitening = (
-                airbench.patch_whitening_filters(
-                    train_images[:5000], mean, variance, eps=config.whiten_eps
-                )
-                if config.whiten
-                else None
-            )
-            model = airbench.build_airbench(
-                num_classes,
-                config.image_size,
-                mean,
-                variance,
-                whitening,
-                dirac_init=config.dirac_init,
-                bn_bias_lr_scale=config.bn_bias_lr_scale,
-                width=config.width,
-                optimizer=config.optimizer,
-            )
-            # What is saved and scored: the net averaged over test-time views.
-            saved_model = airbench.with_test_time_augmentation(model, config.tta)
-        else:
-            model = build_classifier(
-                config.model, num_classes, config.image_size, config.width, mean, variance
-            )
-            saved_model = model
-        if config.init_from and not run.resumed:
-            log.info("%s", initialize_from(model, config.init_from, data.class_names))
-        compile_for(epochs)
-    log_architecture(model)
+    # The whitening filters come from the training images only (5,000 suffice).
+    whitening = (
+        airbench.patch_whitening_filters(train_images[:5000], mean, variance, eps=config.whiten_eps)
+        if is_airbench and config.whiten
+        else None
+    )
+    networks: dict[int, tuple[keras.Model, keras.Model]] = {}
 
+    def network(width: int) -> tuple[keras.Model, keras.Model]:
+        """The network of ``width`` and the model that is saved and scored (built once)."""
+        if width in networks:
+            return networks[width]
+        with strategy.scope():
+            if is_airbench:
+                model = airbench.build_airbench(
+                    num_classes,
+                    config.image_size,
+                    mean,
+                    variance,
+                    whitening,
+                    dirac_init=config.dirac_init,
+                    bn_bias_lr_scale=config.bn_bias_lr_scale,
+                    width=width,
+                    optimizer=config.optimizer,
+                )
+                # What is saved and scored: the net averaged over test-time views.
+                saved_model = airbench.with_test_time_augmentation(model, config.tta)
+            else:
+                model = build_classifier(
+                    config.model, num_classes, config.image_size, width, mean, variance
+                )
+                saved_model = model
+            if config.init_from and not run.resumed:
+                log.info("%s", initialize_from(model, config.init_from, data.class_names))
+        networks[width] = model, saved_model
+        return model, saved_model
+
+    width = config.width or DEFAULT_WIDTH
     if config.minutes:
-        epochs, seconds = budgeted_epochs(
-            run.path,
-            config.minutes,
-            lambda: time_one_epoch(model, training_data(1), steps_per_epoch),
-            most=MOST_BUDGET_EPOCHS,
-        )
+
+        def plan(candidate: int) -> tuple[int, float]:
+            model = network(candidate)[0]
+            with strategy.scope():
+                compile_for(model, epochs)  # timing trains a few steps
+            return budgeted_epochs(
+                run.path,
+                config.minutes,
+                lambda: time_one_epoch(model, training_data(1), steps_per_epoch),
+                most=MOST_BUDGET_EPOCHS,
+                variant="" if candidate == width else f"width{candidate}",
+            )
+
+        width, epochs, seconds = budget_plan(config, plan)
         log.info(
             "--minutes %g: one epoch takes about %.0f s on this machine (timed over a few "
             "steps), so training runs %d epoch%s%s",
@@ -343,13 +410,16 @@ def main(config: CifarConfig) -> dict:
             seconds,
             epochs,
             "" if epochs == 1 else "s",
-            expected_accuracy_note(config.model, config.optimizer, config.width, epochs),
+            expected_accuracy_note(config.model, config.optimizer, width, epochs),
         )
-        hint = narrower_width_hint(config.model, config.optimizer, config.width, epochs)
-        if hint:
+        hint = narrower_width_hint(config.model, config.optimizer, width, epochs)
+        if hint and config.width:  # --width 0 has made this choice itself
             log.info("%s", hint)
-        with strategy.scope():
-            compile_for(epochs)
+    model, saved_model = network(width)
+    networks.clear()  # the other width's network, if one was timed, is not trained
+    with strategy.scope():
+        compile_for(model, epochs)
+    log_architecture(model)
 
     held_out = evaluation_dataset(
         data.held_out_images, data.held_out_labels, num_classes, batch_size
@@ -391,6 +461,7 @@ def main(config: CifarConfig) -> dict:
             "class_names": list(data.class_names),
             "model": config.model,
             "parameters": model.count_params(),
+            "width": width,
             "epochs": epochs,
             "test_time_views": {0: 1, 1: 2, 2: 6}[config.tta] if is_airbench else 1,
             "data_source": data.source,
