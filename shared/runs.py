@@ -8,7 +8,9 @@ Every training run writes one folder (default ``runs/<project>/<UTC time>/``)::
     history.csv     one row per epoch (metrics, epoch_seconds, examples_per_second)
     metrics.json    final metrics, machine-readable
     timing.json     wall-clock figures (kept out of metrics.json so that two
-                    runs with the same seed give identical metrics.json)
+                    runs with the same seed can give identical metrics.json: XOR's
+                    do; CPU conv kernels that add in no fixed order make CIFAR's
+                    differ slightly)
     model.keras     the final model; best.keras: the best epoch's model
     tensorboard/    TensorBoard logs
     plots/          PNG plots, at least training_curves.png
