@@ -103,12 +103,27 @@ def time_one_epoch(
     return seconds
 
 
+def mean_over_workers(value: float, strategy: tf.distribute.Strategy) -> float:
+    """``value`` averaged over every replica of a multi-worker ``strategy``, so that all
+    workers get the same number; ``value`` itself under any other strategy.
+
+    Each worker times its own steps, so two workers could plan different epochs (or,
+    for CIFAR's automatic width, different networks) and then wait forever for each
+    other's collective operations.
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return value
+    per_replica = strategy.run(lambda: tf.constant(value, tf.float64))
+    return float(strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None))
+
+
 def budgeted_epochs(
     run_dir: str | os.PathLike,
     minutes: float,
     seconds_per_epoch: Callable[[], float],
     most: int = 1000,
     variant: str = "",
+    strategy: tf.distribute.Strategy | None = None,
 ) -> tuple[int, float]:
     """Epochs that fit in ``minutes``, measured once per run.
 
@@ -117,7 +132,8 @@ def budgeted_epochs(
     count (and learning-rate schedule) it started with instead of re-measuring.
     ``variant`` names another network timed for the same run (e.g. ``"width16"``,
     recorded in ``budget-width16.json``), so that a resumed run makes the same choice
-    between them without timing either again.
+    between them without timing either again. Under a multi-worker ``strategy`` (the
+    run's), the workers plan from the mean of their timings (`mean_over_workers`).
 
     Returns:
         (epochs, the measured seconds per epoch).
@@ -133,6 +149,8 @@ def budgeted_epochs(
         log.info("--minutes %g: keeping this run's %d epochs (%s)", minutes, saved["epochs"], path)
         return saved["epochs"], float(saved["seconds_per_epoch"])
     seconds = seconds_per_epoch()
+    if strategy is not None:
+        seconds = mean_over_workers(seconds, strategy)
     epochs = epochs_for_budget(minutes, seconds, most)
     write_json(path, {"minutes": minutes, "seconds_per_epoch": seconds, "epochs": epochs})
     return epochs, seconds

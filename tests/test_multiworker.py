@@ -242,6 +242,35 @@ def test_a_killed_worker_stops_the_launch_and_a_relaunch_resumes(tmp_path):
     assert_same_weights(run_dir / "model.keras", scratch(tmp_path, run_dir, 1) / "model.keras")
 
 
+TIMED_ON_EACH_WORKER = """
+import sys, tempfile
+from shared.budget import budgeted_epochs
+from shared.distribute import select_strategy, worker_role
+strategy = select_strategy("multiworker")
+_, index = worker_role()
+# Worker 0 times 100 s per epoch, worker 1 200 s: alone, 10 minutes would fit 5 and 2.
+epochs, seconds = budgeted_epochs(
+    tempfile.mkdtemp(), 10, lambda: 100.0 * (index + 1), strategy=strategy
+)
+print("PLANNED", epochs, "EPOCHS OF", seconds, "S")
+"""
+
+
+def test_workers_that_time_different_epochs_plan_the_same_ones(tmp_path):
+    # Each worker of a --minutes run times its own steps; planning from different figures
+    # could give them different epochs (or CIFAR widths), and the worker with more would
+    # wait forever in its next step for the one that stopped.
+    command = [sys.executable, "-m", "shared.launch", "--workers", "2", "--"]
+    command += [sys.executable, "-c", TIMED_ON_EACH_WORKER]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    result = subprocess.run(
+        command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "[worker 0] PLANNED 3 EPOCHS OF 150.0 S" in result.stdout  # 540 s // 150 s
+    assert "[worker 1] PLANNED 3 EPOCHS OF 150.0 S" in result.stdout
+
+
 UNPATCHED_FIT = """
 import numpy as np, tensorflow as tf, keras
 strategy = tf.distribute.MultiWorkerMirroredStrategy()

@@ -401,6 +401,7 @@ def main(config: CifarConfig) -> dict:
                 lambda: time_one_epoch(model, training_data(1), steps_per_epoch),
                 most=MOST_BUDGET_EPOCHS,
                 variant="" if candidate == width else f"width{candidate}",
+                strategy=strategy,
             )
 
         width, epochs, seconds = budget_plan(config, plan)

@@ -167,6 +167,7 @@ def _train_and_score(
             run.path,
             minutes,
             lambda: seconds_per_epoch(core, train_data, val_data, steps),
+            strategy=strategy,
         )
         log.info(
             "--minutes %g: an epoch (%d steps and a validation pass) takes about %.0f s on "
