@@ -390,6 +390,7 @@ def main(config: CifarConfig) -> dict:
 
     width = config.width or DEFAULT_WIDTH
     if config.minutes:
+        first_timed = width  # its plan is budget.json; another width's has its own file
 
         def plan(candidate: int) -> tuple[int, float]:
             model = network(candidate)[0]
@@ -400,7 +401,7 @@ def main(config: CifarConfig) -> dict:
                 config.minutes,
                 lambda: time_one_epoch(model, training_data(1), steps_per_epoch),
                 most=MOST_BUDGET_EPOCHS,
-                variant="" if candidate == width else f"width{candidate}",
+                variant="" if candidate == first_timed else f"width{candidate}",
                 strategy=strategy,
             )
 
