@@ -64,6 +64,8 @@ import functools
 import inspect
 import logging
 import os
+import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -367,20 +369,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     runs_by_project = exit_on_user_error(lambda: default_runs(args.runs_root, args.run))
+    # Grad-CAM pictures and forecast plots; removed when the server stops.
     scratch = Path(tempfile.mkdtemp(prefix="keras-projects-demo-"))
-    demo = build_demo(runs_by_project, scratch)
+    try:
+        demo = build_demo(runs_by_project, scratch)
+        return serve(demo, args.host, args.port, [str(scratch), *runs_by_project.values()])
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def stop_like_ctrl_c(signum: int, frame: Any) -> None:
+    """SIGTERM (``kill``, a service manager) stops the server as Ctrl-C does."""
+    raise KeyboardInterrupt
+
+
+def serve(demo: gr.Blocks, host: str, port: int, allowed_paths: list[str]) -> int:
+    """Serve ``demo`` (which may send files under ``allowed_paths``) until Ctrl-C or
+    SIGTERM; 1, after a one-line error, if it cannot."""
+    signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # Gradio's own start-up checks
     # System fonts: the default theme would fetch Google fonts, which may be unreachable.
     theme = gr.themes.Default(
         font=["ui-sans-serif", "system-ui", "sans-serif"],
         font_mono=["ui-monospace", "monospace"],
     )
-    log.info("Demo: http://%s:%d (Ctrl-C stops it)", args.host, args.port)
+    log.info("Demo: http://%s:%d (Ctrl-C stops it)", host, port)
     try:
         demo.queue().launch(
-            server_name=args.host,
-            server_port=args.port,
-            allowed_paths=[str(scratch), *runs_by_project.values()],
+            server_name=host,
+            server_port=port,
+            allowed_paths=allowed_paths,
             show_error=True,
             quiet=True,
             theme=theme,
@@ -388,7 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     except OSError as error:
-        log.error("error: cannot serve on %s:%d (%s); try --port.", args.host, args.port, error)
+        log.error("error: cannot serve on %s:%d (%s); try --port.", host, port, error)
         return 1
     return 0
 

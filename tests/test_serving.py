@@ -277,8 +277,14 @@ def demo_url(runs, tmp_path_factory):
     args = ["--port", str(port), "--runs-root", str(root / "none")]
     args += [item for run_dir in chosen for item in ("--run", str(run_dir))]
     log = open(root / "demo.log", "w")  # noqa: SIM115 - open while the server runs
+    temp = root / "tmp"  # the server's own temporary files, to see that it removes them
+    temp.mkdir()
     server = subprocess.Popen(
-        [sys.executable, "-m", "shared.demo", *args], cwd=REPO_ROOT, stdout=log, stderr=log
+        [sys.executable, "-m", "shared.demo", *args],
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=log,
+        env={**os.environ, "TMPDIR": str(temp)},
     )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 180
@@ -293,11 +299,14 @@ def demo_url(runs, tmp_path_factory):
         assert time.monotonic() < deadline, "the demo did not answer within 3 minutes"
         time.sleep(0.5)
     yield url
-    server.terminate()
-    server.wait(timeout=30)
+    assert list(temp.glob("keras-projects-demo-*")), "no scratch folder where it was looked for"
+    server.terminate()  # SIGTERM, as from `kill` or a service manager
+    assert server.wait(timeout=30) == 0
     log.close()
     # Bad requests are messages in the page; none may leave a traceback in the server log.
     assert "Traceback" not in (root / "demo.log").read_text()
+    # Grad-CAM pictures and forecast plots go with the server.
+    assert not list(temp.glob("keras-projects-demo-*"))
 
 
 @pytest.fixture(scope="module")
