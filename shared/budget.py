@@ -32,11 +32,16 @@ def epochs_for_budget(minutes: float, seconds_per_epoch: float, most: int = 1000
 
 
 class StepClock(keras.callbacks.Callback):
-    """The time at the end of every training step (waiting for the step to finish)."""
+    """The time at the start of ``fit`` and at the end of every training step (waiting
+    for the step to finish)."""
 
     def __init__(self):
         super().__init__()
+        self.started = 0.0
         self.times: list[float] = []
+
+    def on_train_begin(self, logs=None):
+        self.started = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         if logs:  # reading a result waits for the step: dispatch alone is not the cost
@@ -44,16 +49,44 @@ class StepClock(keras.callbacks.Callback):
         self.times.append(time.perf_counter())
 
 
-class StopWhenTimed(keras.callbacks.Callback):
-    """Ends a timing ``fit`` once ``least`` steps after ``warmup`` took ``seconds`` in all."""
+# A first step (tracing included) at least this long makes it the only warm-up step.
+SLOW_FIRST_STEP_SECONDS = 5.0
 
-    def __init__(self, clock: StepClock, warmup: int, least: int, seconds: float):
+
+class StopWhenTimed(keras.callbacks.Callback):
+    """Ends a timing ``fit`` once ``least`` steps after the warm-up took ``seconds`` in all.
+
+    The warm-up is the first step (it traces the training function) and, unless that
+    took ``slow_first_step`` seconds or more, two more, in which the input pipeline fills
+    its buffers. Slow steps leave the pipeline time to fill during the first: on a 2-core
+    CPU without AVX-512 the default CIFAR net's first step took 33 s and the next ten
+    28-30 s each, so two more warm-up steps only added a minute to the timing.
+    """
+
+    def __init__(
+        self,
+        clock: StepClock,
+        least: int,
+        seconds: float,
+        slow_first_step: float = SLOW_FIRST_STEP_SECONDS,
+    ):
         super().__init__()
-        self.clock, self.warmup, self.least, self.seconds = clock, warmup, least, seconds
+        self.clock, self.least, self.seconds = clock, least, seconds
+        self.slow_first_step = slow_first_step
+
+    @property
+    def warmup(self) -> int:
+        """Warm-up steps (known once the first step has ended)."""
+        first_step = self.clock.times[0] - self.clock.started if self.clock.times else 0.0
+        return 1 if first_step >= self.slow_first_step else 3
+
+    def timed_steps(self) -> np.ndarray:
+        """Durations of the steps after the warm-up, so far."""
+        return np.diff(self.clock.times[self.warmup - 1 :])
 
     def on_train_batch_end(self, batch, logs=None):
-        timed = self.clock.times[self.warmup - 1 :]  # from the end of the last warm-up step
-        if len(timed) > self.least and timed[-1] - timed[0] >= self.seconds:
+        timed = self.timed_steps()
+        if len(timed) >= self.least and timed.sum() >= self.seconds:
             self.model.stop_training = True
 
 
@@ -63,17 +96,19 @@ def time_one_epoch(
     steps_per_epoch: int,
     timed_steps: int = 10,
     timed_seconds: float = 60.0,
+    slow_first_step: float = SLOW_FIRST_STEP_SECONDS,
 ) -> float:
     """Seconds one epoch of ``steps_per_epoch`` steps takes, from a few timed steps.
 
-    One short ``fit`` runs a few warm-up steps (tracing, the input pipeline
-    filling its buffers) and then ``timed_steps`` steps, and only the latter are
-    timed: the epoch is ``steps_per_epoch`` times their mean duration without the
-    fastest and slowest 10%. Timing the whole call instead counted the start-up
-    in every step and over-estimated epochs by 25-45%; the plain mean let a
-    moment of other work on the machine count in every step of the plan (a
-    Shakespeare LSTM run planned 63 s per epoch and took 54 s); the median, lower
-    than the mean of steps whose times are skewed, under-estimated by 5%.
+    One short ``fit`` runs warm-up steps (tracing, the input pipeline filling its
+    buffers: 3, or 1 when the first took ``slow_first_step`` seconds or more; see
+    `StopWhenTimed`) and then ``timed_steps`` steps, and only the latter are timed:
+    the epoch is ``steps_per_epoch`` times their mean duration without the fastest
+    and slowest 10%. Timing the whole call instead counted the start-up in every step
+    and over-estimated epochs by 25-45%; the plain mean let a moment of other work on
+    the machine count in every step of the plan (a Shakespeare LSTM run planned 63 s
+    per epoch and took 54 s); the median, lower than the mean of steps whose times
+    are skewed, under-estimated by 5%.
 
     Slow steps need fewer of them: the timing stops early once at least 3 timed
     steps took ``timed_seconds`` in all. On a 2-core CPU without AVX-512, 10 timed
@@ -87,17 +122,18 @@ def time_one_epoch(
     """
     weights = model.get_weights()
     build_optimizer(model)  # else the training step is traced twice (see build_optimizer)
-    warmup, timed = 3, max(1, min(timed_steps, steps_per_epoch))
+    timed = max(1, min(timed_steps, steps_per_epoch))
     clock = StepClock()
+    stop = StopWhenTimed(clock, least=3, seconds=timed_seconds, slow_first_step=slow_first_step)
     model.fit(
         data.repeat(),
-        steps_per_epoch=warmup + timed,
+        steps_per_epoch=3 + timed,  # the most warm-up steps, and the timed ones
         epochs=1,
         shuffle=False,
         verbose=0,
-        callbacks=[clock, StopWhenTimed(clock, warmup, least=3, seconds=timed_seconds)],
+        callbacks=[clock, stop],
     )
-    step_seconds = np.diff(clock.times[warmup - 1 :])
+    step_seconds = stop.timed_steps()[:timed]
     seconds = float(scipy.stats.trim_mean(step_seconds, 0.1)) * steps_per_epoch
     model.set_weights(weights)
     return seconds
@@ -133,19 +169,25 @@ def budgeted_epochs(
     ``variant`` names another network timed for the same run (e.g. ``"width16"``,
     recorded in ``budget-width16.json``), so that a resumed run makes the same choice
     between them without timing either again. Under a multi-worker ``strategy`` (the
-    run's), the workers plan from the mean of their timings (`mean_over_workers`).
+    run's), the workers plan from the mean of their timings (`mean_over_workers`), and
+    keep a recorded plan only if every worker has it.
 
     Returns:
         (epochs, the measured seconds per epoch).
     """
     path = Path(run_dir) / (f"budget-{variant}.json" if variant else BUDGET_FILE)
     saved = read_json_or_none(path)  # None when missing or damaged: measure again
-    if (
+    kept = (
         isinstance(saved, dict)
         and saved.get("minutes") == minutes
         and isinstance(saved.get("epochs"), int)
         and isinstance(saved.get("seconds_per_epoch"), (int, float))
-    ):
+    )
+    if strategy is not None:
+        # Timing trains a few steps, which every worker must take together: if one
+        # worker's plan is missing (its scratch folder deleted, say), all time again.
+        kept = mean_over_workers(float(kept), strategy) == 1.0
+    if kept:
         log.info("--minutes %g: keeping this run's %d epochs (%s)", minutes, saved["epochs"], path)
         return saved["epochs"], float(saved["seconds_per_epoch"])
     seconds = seconds_per_epoch()

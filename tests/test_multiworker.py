@@ -243,15 +243,18 @@ def test_a_killed_worker_stops_the_launch_and_a_relaunch_resumes(tmp_path):
 
 
 TIMED_ON_EACH_WORKER = """
-import sys, tempfile
+import json, pathlib, tempfile
 from shared.budget import budgeted_epochs
 from shared.distribute import select_strategy, worker_role
 strategy = select_strategy("multiworker")
 _, index = worker_role()
+run_dir = pathlib.Path(tempfile.mkdtemp())
+if index == 1:  # a plan from an earlier start that worker 0 has lost
+    (run_dir / "budget.json").write_text(
+        json.dumps({"minutes": 10, "seconds_per_epoch": 77.0, "epochs": 7})
+    )
 # Worker 0 times 100 s per epoch, worker 1 200 s: alone, 10 minutes would fit 5 and 2.
-epochs, seconds = budgeted_epochs(
-    tempfile.mkdtemp(), 10, lambda: 100.0 * (index + 1), strategy=strategy
-)
+epochs, seconds = budgeted_epochs(run_dir, 10, lambda: 100.0 * (index + 1), strategy=strategy)
 print("PLANNED", epochs, "EPOCHS OF", seconds, "S")
 """
 
@@ -259,7 +262,8 @@ print("PLANNED", epochs, "EPOCHS OF", seconds, "S")
 def test_workers_that_time_different_epochs_plan_the_same_ones(tmp_path):
     # Each worker of a --minutes run times its own steps; planning from different figures
     # could give them different epochs (or CIFAR widths), and the worker with more would
-    # wait forever in its next step for the one that stopped.
+    # wait forever in its next step for the one that stopped. Likewise, a worker that
+    # kept its recorded plan while another timed again would leave that one waiting.
     command = [sys.executable, "-m", "shared.launch", "--workers", "2", "--"]
     command += [sys.executable, "-c", TIMED_ON_EACH_WORKER]
     env = {**os.environ, "TMPDIR": str(tmp_path)}
