@@ -32,16 +32,11 @@ def epochs_for_budget(minutes: float, seconds_per_epoch: float, most: int = 1000
 
 
 class StepClock(keras.callbacks.Callback):
-    """The time at the start of ``fit`` and at the end of every training step (waiting
-    for the step to finish)."""
+    """The time at the end of every training step (waiting for the step to finish)."""
 
     def __init__(self):
         super().__init__()
-        self.started = 0.0
         self.times: list[float] = []
-
-    def on_train_begin(self, logs=None):
-        self.started = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         if logs:  # reading a result waits for the step: dispatch alone is not the cost
@@ -49,36 +44,33 @@ class StepClock(keras.callbacks.Callback):
         self.times.append(time.perf_counter())
 
 
-# A first step (tracing included) at least this long makes it the only warm-up step.
-SLOW_FIRST_STEP_SECONDS = 5.0
+# A second step at least this long makes the first the whole warm-up.
+SLOW_STEP_SECONDS = 5.0
 
 
 class StopWhenTimed(keras.callbacks.Callback):
     """Ends a timing ``fit`` once ``least`` steps after the warm-up took ``seconds`` in all.
 
-    The warm-up is the first step (it traces the training function) and, unless that
-    took ``slow_first_step`` seconds or more, two more, in which the input pipeline fills
-    its buffers. Slow steps leave the pipeline time to fill during the first: on a 2-core
-    CPU without AVX-512 the default CIFAR net's first step took 33 s and the next ten
-    28-30 s each, so two more warm-up steps only added a minute to the timing.
+    The warm-up is the first step (it traces the training function) and, unless the
+    second took ``slow_step`` seconds or more, the second and third, in which the input
+    pipeline fills its buffers. Slow steps give the pipeline time to fill during the
+    first: on a 2-core CPU without AVX-512 the default CIFAR net's first step took 33 s
+    and the next ten 27.5-29.8 s each, so two more warm-up steps only added a minute
+    to the timing. (The first step's own length says little: tracing a one-layer model
+    took seconds when the tests shared the cores.)
     """
 
     def __init__(
-        self,
-        clock: StepClock,
-        least: int,
-        seconds: float,
-        slow_first_step: float = SLOW_FIRST_STEP_SECONDS,
+        self, clock: StepClock, least: int, seconds: float, slow_step: float = SLOW_STEP_SECONDS
     ):
         super().__init__()
-        self.clock, self.least, self.seconds = clock, least, seconds
-        self.slow_first_step = slow_first_step
+        self.clock, self.least, self.seconds, self.slow_step = clock, least, seconds, slow_step
 
     @property
     def warmup(self) -> int:
-        """Warm-up steps (known once the first step has ended)."""
-        first_step = self.clock.times[0] - self.clock.started if self.clock.times else 0.0
-        return 1 if first_step >= self.slow_first_step else 3
+        """Warm-up steps: 1 or 3, known once the second step has ended."""
+        times = self.clock.times
+        return 1 if len(times) >= 2 and times[1] - times[0] >= self.slow_step else 3
 
     def timed_steps(self) -> np.ndarray:
         """Durations of the steps after the warm-up, so far."""
@@ -96,12 +88,12 @@ def time_one_epoch(
     steps_per_epoch: int,
     timed_steps: int = 10,
     timed_seconds: float = 60.0,
-    slow_first_step: float = SLOW_FIRST_STEP_SECONDS,
+    slow_step: float = SLOW_STEP_SECONDS,
 ) -> float:
     """Seconds one epoch of ``steps_per_epoch`` steps takes, from a few timed steps.
 
     One short ``fit`` runs warm-up steps (tracing, the input pipeline filling its
-    buffers: 3, or 1 when the first took ``slow_first_step`` seconds or more; see
+    buffers: 3, or 1 when the second took ``slow_step`` seconds or more; see
     `StopWhenTimed`) and then ``timed_steps`` steps, and only the latter are timed:
     the epoch is ``steps_per_epoch`` times their mean duration without the fastest
     and slowest 10%. Timing the whole call instead counted the start-up in every step
@@ -124,7 +116,7 @@ def time_one_epoch(
     build_optimizer(model)  # else the training step is traced twice (see build_optimizer)
     timed = max(1, min(timed_steps, steps_per_epoch))
     clock = StepClock()
-    stop = StopWhenTimed(clock, least=3, seconds=timed_seconds, slow_first_step=slow_first_step)
+    stop = StopWhenTimed(clock, least=3, seconds=timed_seconds, slow_step=slow_step)
     model.fit(
         data.repeat(),
         steps_per_epoch=3 + timed,  # the most warm-up steps, and the timed ones
