@@ -64,7 +64,6 @@ import functools
 import inspect
 import logging
 import os
-import shutil
 import signal
 import sys
 import tempfile
@@ -370,12 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
     runs_by_project = exit_on_user_error(lambda: default_runs(args.runs_root, args.run))
     # Grad-CAM pictures and forecast plots; removed when the server stops.
-    scratch = Path(tempfile.mkdtemp(prefix="keras-projects-demo-"))
-    try:
-        demo = build_demo(runs_by_project, scratch)
-        return serve(demo, args.host, args.port, [str(scratch), *runs_by_project.values()])
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="keras-projects-demo-") as scratch:
+        demo = build_demo(runs_by_project, Path(scratch))
+        return serve(demo, args.host, args.port, [scratch, *runs_by_project.values()])
 
 
 def stop_like_ctrl_c(signum: int, frame: Any) -> None:
