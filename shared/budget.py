@@ -116,6 +116,7 @@ def time_one_epoch(
     build_optimizer(model)  # else the training step is traced twice (see build_optimizer)
     timed = max(1, min(timed_steps, steps_per_epoch))
     clock = StepClock()
+    started = time.perf_counter()
     stop = StopWhenTimed(clock, least=3, seconds=timed_seconds, slow_step=slow_step)
     model.fit(
         data.repeat(),
@@ -126,6 +127,16 @@ def time_one_epoch(
         callbacks=[clock, stop],
     )
     step_seconds = stop.timed_steps()[:timed]
+    log.info(
+        "Timing: %d warm-up step%s (the first %.1f s after the start of fit), then %d timed "
+        "steps of %.2f-%.2f s",
+        stop.warmup,
+        "" if stop.warmup == 1 else "s",
+        clock.times[0] - started,
+        len(step_seconds),
+        step_seconds.min(),
+        step_seconds.max(),
+    )
     seconds = float(scipy.stats.trim_mean(step_seconds, 0.1)) * steps_per_epoch
     model.set_weights(weights)
     return seconds
