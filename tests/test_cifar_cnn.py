@@ -16,7 +16,12 @@ import tensorflow as tf
 from PIL import Image
 
 from projects.cifar_cnn import airbench
-from projects.cifar_cnn.config import MODELS, CifarConfig
+from projects.cifar_cnn.config import (
+    MINIMUM_IMAGE_SIZE,
+    MODELS,
+    SMALLEST_IMAGE_SIZE,
+    CifarConfig,
+)
 from projects.cifar_cnn.data import limit_images, training_dataset
 from projects.cifar_cnn.model import (
     augmentation,
@@ -296,6 +301,38 @@ def test_training_on_an_image_folder_reports_its_validation_split(tmp_path):
     assert metrics["held_out_split"] == "validation"
     assert metrics["held_out_images"] == 40 and metrics["train_images"] == 160
     assert "validation split: 40 of the 200 training images" in metrics["held_out_note"]
+
+
+@pytest.mark.parametrize("architecture", MODELS)
+def test_each_model_builds_at_its_minimum_image_size_and_not_below(architecture):
+    smallest = MINIMUM_IMAGE_SIZE.get(architecture, SMALLEST_IMAGE_SIZE)
+    mean, variance = np.zeros(3), np.ones(3)
+
+    def build(size: int) -> keras.Model:
+        if architecture == "airbench":  # with the test-time views that are saved
+            net = airbench.build_airbench(10, size, mean, variance, None, width=8)
+            return airbench.with_test_time_augmentation(net, 2)
+        return build_classifier(architecture, 10, size, 8, mean, variance)
+
+    assert build(smallest).output.shape == (None, 10)
+    if architecture not in MINIMUM_IMAGE_SIZE:
+        return  # it builds at the flag's floor (and maybe below, which the flag refuses)
+    with pytest.raises(ValueError, match="negative|zero"):
+        build(smallest - 1)
+    with pytest.raises(UserError, match=f"at least {smallest} pixels"):
+        CifarConfig(model=architecture, image_size=smallest - 1)
+
+
+def test_too_small_an_image_size_is_refused_before_tensorflow_loads(tmp_path):
+    result = run_module(
+        "projects.cifar_cnn.train", "--image-size", "8", "--run-dir", str(tmp_path / "run")
+    )
+    assert result.returncode == 2
+    assert (
+        "--image-size 8 is too small for --model airbench: its convolutions and poolings need "
+        "at least 9 pixels; use --image-size 9 or more." in result.stderr
+    )
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
 
 
 def test_bad_data_dir_exits_with_a_clear_message(tmp_path):

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.config import KEEP_CHOICES, TrainConfig, option
+from shared.config import KEEP_CHOICES, ConfigError, TrainConfig, option
 
 MODELS = ("airbench", "simple", "vgg", "resnet", "lenet5", "alexnet", "inception", "densenet")
+# --image-size's floor, and the larger minimum of the architectures whose unpadded
+# convolutions and poolings would leave no pixel below it (every larger size works:
+# tests/test_cifar_cnn.py builds each at its minimum and one pixel below). Checked with
+# the other flags, before TensorFlow loads.
+SMALLEST_IMAGE_SIZE = 8
+MINIMUM_IMAGE_SIZE = {"airbench": 9, "simple": 18, "lenet5": 16, "alexnet": 15}
 # Epochs when --epochs is 0: each architecture's own recipe.
 DEFAULT_EPOCHS = {"airbench": 10, **{model: 18 for model in MODELS if model != "airbench"}}
 # --width when it is 0 (automatic), unless --minutes chooses a narrower airbench.
@@ -44,7 +50,13 @@ class CifarConfig(TrainConfig):
         "Image folder DIR/train/<class>/* [+ DIR/test/<class>/*]; default: CIFAR-10 "
         "(download, else the bundled 4,000-image sample).",
     )
-    image_size: int = option(32, "Images are resized to this many pixels square.", minimum=8)
+    image_size: int = option(
+        32,
+        f"Images are resized to this many pixels square; at least {SMALLEST_IMAGE_SIZE} ("
+        + ", ".join(f"{model} {size}" for model, size in MINIMUM_IMAGE_SIZE.items())
+        + ").",
+        minimum=SMALLEST_IMAGE_SIZE,
+    )
     validation_fraction: float = option(
         0.1,
         "Share of each class held out for validation when the data has no test split.",
@@ -158,3 +170,13 @@ class CifarConfig(TrainConfig):
         "float32; on: float16 on GPU, bfloat16 on CPU; off: float32.",
         choices=("auto", "on", "off"),
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        smallest = MINIMUM_IMAGE_SIZE.get(self.model, SMALLEST_IMAGE_SIZE)
+        if self.image_size < smallest:
+            raise ConfigError(
+                f"--image-size {self.image_size} is too small for --model {self.model}: its "
+                f"convolutions and poolings need at least {smallest} pixels; use --image-size "
+                f"{smallest} or more."
+            )
