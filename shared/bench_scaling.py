@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from shared.config import program_name
+
 # Each project's config class, and flags that shorten its default run to a few epochs.
 PROJECTS = {
     "stock_lstm": ("StockConfig", ["--epochs", "4", "--patience", "10"]),
@@ -80,10 +82,13 @@ def _measure(project: str, mode: str, scratch: Path) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--child", nargs=3, metavar=("PROJECT", "MODE", "RUN_DIR"))
+    parser = argparse.ArgumentParser(prog=program_name(), description=__doc__.split("\n")[0])
+    # Internal: the benchmark runs each measurement in a child process of its own.
+    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--projects", nargs="+", default=list(PROJECTS), choices=list(PROJECTS))
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(argv)  # a child passes its extra flags on
+    if extra and not args.child:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.child:
         _child(*args.child, extra)
         return

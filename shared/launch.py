@@ -22,6 +22,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +30,8 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+
+from shared.config import program_name
 
 STOP_GRACE_SECONDS = 10.0
 RUN_STAMP_VARIABLE = "RUN_STAMP"
@@ -88,7 +91,16 @@ def launch(command: Sequence[str], workers: int) -> int:
         0 when every worker succeeded, else the first failed worker's status
         (1 if it was killed by a signal).
     """
-    ports = free_ports(workers)
+    try:
+        ports = free_ports(workers)
+    except OSError as error:  # e.g. more workers than the open-file limit allows
+        print(
+            f"launch: cannot reserve {workers} free localhost ports ({error.strerror}); "
+            "use fewer --workers.",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
     stamp = os.environ.get(RUN_STAMP_VARIABLE) or dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     lock = threading.Lock()
     processes, relays = [], []
@@ -100,14 +112,24 @@ def launch(command: Sequence[str], workers: int) -> int:
             RUN_STAMP_VARIABLE: stamp,
             "PYTHONUNBUFFERED": "1",
         }
-        process = subprocess.Popen(
-            list(command),
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-        )
+        try:
+            process = subprocess.Popen(
+                list(command),
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+            )
+        except OSError as error:  # not executable, or out of processes or open files
+            print(
+                f"launch: cannot start worker {index} ({error.strerror}: {command[0]}); "
+                "stopping the other workers.",
+                file=sys.stderr,
+                flush=True,
+            )
+            _stop(processes)
+            return 1
         processes.append(process)
         relay = threading.Thread(
             target=_relay, args=(process.stdout, f"[worker {index}] ", lock), daemon=True
@@ -148,6 +170,7 @@ def launch(command: Sequence[str], workers: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
+        prog=program_name(),
         description="Run a training command as N local workers (MultiWorkerMirroredStrategy).",
         usage="python -m shared.launch --workers N -- COMMAND [ARGS ...]",
     )
@@ -159,6 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give the training command after --, e.g. -- python -m projects.xor_mlp.train")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if shutil.which(command[0]) is None:  # not a program on PATH, nor an executable file
+        parser.error(
+            f"{command[0]}: not found or not executable; give the training command after --, "
+            "e.g. -- python -m projects.xor_mlp.train"
+        )
     return launch(command, args.workers)
 
 

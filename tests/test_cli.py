@@ -72,14 +72,27 @@ def test_every_make_target_named_in_a_readme_exists():
     assert not missing, f"README names make targets the Makefile lacks: {sorted(missing)}"
 
 
-def test_every_python_module_named_in_a_readme_answers_help_without_tensorflow():
+def makefile_modules() -> set[str]:
+    """``python -m`` modules that the Makefile's targets run."""
+    text = (REPO_ROOT / "Makefile").read_text()
+    return set(re.findall(r"python -m ((?:projects|shared)\.[a-z_.]+)", text))
+
+
+def test_every_python_module_named_in_a_readme_or_run_by_make_answers_help_without_tensorflow():
     _, modules = readme_commands()
     assert "projects.xor_mlp.predict" in modules and "projects.stock_lstm.train" in modules
-    for module in sorted(modules):
+    assert {"projects.shakespeare.bench", "shared.bench_scaling"} <= makefile_modules()
+    for module in sorted(modules | makefile_modules()):
         result = run_listing_imports(module, "--help")
         assert result.returncode == 0, f"{module} --help failed:\n{result.stderr[-2000:]}"
         assert result.stdout.startswith(f"usage: python -m {module}"), result.stdout[:200]
         assert "tensorflow" not in imported_modules(result.stderr), f"{module} --help loads it"
+        # An unknown flag is refused too, not ignored (a benchmark would run for minutes).
+        result = run_listing_imports(module, "--no-such-flag")
+        assert result.returncode == 2, f"{module} --no-such-flag:\n{result.stderr[-2000:]}"
+        assert "--no-such-flag" in result.stderr or "required" in result.stderr, module
+        assert "Traceback" not in result.stderr, module
+        assert "tensorflow" not in imported_modules(result.stderr), f"{module} loads it to refuse"
 
 
 def test_the_readme_says_how_to_make_python_find_the_installed_packages():

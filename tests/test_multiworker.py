@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -92,6 +93,46 @@ def test_launcher_needs_a_command():
     )
     assert result.returncode == 2
     assert "give the training command after --" in result.stderr
+
+
+def _launcher(*args: str, **run) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "shared.launch", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        **run,
+    )
+
+
+def test_launcher_refuses_a_command_it_cannot_run():
+    result = _launcher("--workers", "2", "--", "pythn", "-m", "projects.xor_mlp.train")
+    assert result.returncode == 2
+    assert "pythn: not found or not executable" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_worker_that_cannot_start_stops_the_launch(tmp_path):
+    # On PATH and executable, but not a program: exec fails with "Exec format error".
+    not_a_program = tmp_path / "train"
+    not_a_program.write_bytes(b"\x00\x01 not an executable format")
+    not_a_program.chmod(0o755)
+    result = _launcher("--workers", "2", "--", str(not_a_program))
+    assert result.returncode == 1
+    assert "cannot start worker 0 (Exec format error" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_more_workers_than_open_files_allow_is_a_clear_error():
+    def few_open_files():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    result = _launcher("--workers", "100", "--", "true", preexec_fn=few_open_files)
+    assert result.returncode == 1
+    assert "cannot reserve 100 free localhost ports (Too many open files)" in result.stderr
+    assert "use fewer --workers" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_two_workers_train_xor_like_one_process(tmp_path):

@@ -23,12 +23,28 @@ depend on them.
 
 from __future__ import annotations
 
-from shared.cli import load_tensorflow_quietly
+import argparse
+
+from shared.cli import parse_args_before_tensorflow, positive_int
+from shared.config import program_name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's one option."""
+    parser = argparse.ArgumentParser(prog=program_name(), description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--images",
+        type=positive_int,
+        default=5120,
+        help="Training images per timing (at least 6 steps); the fastest of 3 timings counts.",
+    )
+    return parser
+
 
 if __name__ == "__main__":
-    load_tensorflow_quietly()  # without TensorFlow's start-up banner
+    # Answer --help and bad flags at once, before TensorFlow loads.
+    parse_args_before_tensorflow(build_parser())
 
-import argparse
 import logging
 
 import keras
@@ -92,14 +108,7 @@ def classic_model(architecture, width, images, labels, mean, variance, batch_siz
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--images",
-        type=int,
-        default=5120,
-        help="Training images per timing (at least 6 steps); the fastest of 3 timings counts.",
-    )
-    args = parser.parse_args()
+    args = build_parser().parse_args()
     setup_logging()
     images, labels = load_bundled_sample(32)
     mean, variance = channel_statistics(images)

@@ -21,10 +21,21 @@ depend on them.
 
 from __future__ import annotations
 
-from shared.cli import load_tensorflow_quietly
+import argparse
+
+from shared.cli import parse_args_before_tensorflow
+from shared.config import program_name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark takes no options; the parser answers ``--help`` and refuses others."""
+    return argparse.ArgumentParser(prog=program_name(), description=__doc__.split("\n")[0])
+
 
 if __name__ == "__main__":
-    load_tensorflow_quietly()  # without TensorFlow's start-up banner
+    # Answer --help and unknown flags at once, before TensorFlow loads (and before a
+    # benchmark of minutes starts).
+    parse_args_before_tensorflow(build_parser())
 
 import logging
 import time
