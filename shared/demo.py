@@ -38,13 +38,26 @@ MAKE_TARGETS = {
 }
 
 
+def port_number(text: str) -> int:
+    """An ``argparse`` type: a TCP port, 1 to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: use 1 to 65535")
+    return port
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: address, port and runs."""
     parser = argparse.ArgumentParser(
         prog=program_name(), description="Serve a page to try every project's trained model."
     )
     parser.add_argument("--host", default="127.0.0.1", help="Address (default: %(default)s).")
-    parser.add_argument("--port", type=int, default=7860, help="Port (default: %(default)s).")
+    parser.add_argument(
+        "--port", type=port_number, default=7860, help="Port, 1-65535 (default: %(default)s)."
+    )
     parser.add_argument(
         "--run",
         action="append",

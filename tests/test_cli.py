@@ -95,6 +95,15 @@ def test_every_python_module_named_in_a_readme_or_run_by_make_answers_help_witho
         assert "tensorflow" not in imported_modules(result.stderr), f"{module} loads it to refuse"
 
 
+def test_the_demo_refuses_a_port_that_is_not_one_before_loading_anything():
+    for port, message in (("99999", "99999 is not a port: use 1 to 65535"), ("0", "0 is not")):
+        result = run_listing_imports("shared.demo", "--port", port)
+        assert result.returncode == 2
+        assert f"argument --port: {message}" in result.stderr
+        assert "Traceback" not in result.stderr
+        assert not {"tensorflow", "gradio"} & imported_modules(result.stderr)
+
+
 def test_the_readme_says_how_to_make_python_find_the_installed_packages():
     text = (REPO_ROOT / "README.md").read_text()
     quick_start = text[: text.index("## Projects")]
