@@ -464,6 +464,8 @@ def export_run(
         )
     if quantize and quantize not in QUANTIZATIONS:
         raise ExportError(f"--quantize must be int8 or float16; got {quantize!r}.")
+    if out:
+        check_out_folder(Path(out))
     run = load_run(run_dir)
     serving = serving_for(run)
     project = run.config["project"]
@@ -476,6 +478,41 @@ def export_run(
     suffix = f"-{quantize}" if quantize else ""
     folder = Path(out) if out else run.path / "export" / f"{export_format}{suffix}"
     specs = static_specs(serving.inputs) if export_format == "tflite" else serving.inputs
+    try:
+        result = _write_export(run, serving, export_format, quantize, specs, folder)
+    except OSError as error:  # the folder cannot be made or written (permissions, full disk)
+        raise ExportError(
+            f"cannot write the export to {folder}: {error.strerror or error}; nothing was "
+            "written. Choose an --out folder you can write to."
+        ) from error
+    return result
+
+
+def check_out_folder(folder: Path) -> None:
+    """Refuse an ``--out`` that is a file or lies inside one, before any work is done.
+
+    The export replaces the folder as a whole, so an existing file there would be
+    moved aside and lost from view.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise ExportError(f"--out {folder} is a file; give a folder to write the export into.")
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir():
+        raise ExportError(
+            f"--out {folder}: {existing} is a file, not a folder; choose another --out."
+        )
+
+
+def _write_export(
+    run: LoadedRun,
+    serving: Serving,
+    export_format: str,
+    quantize: str,
+    specs: list[tf.TensorSpec],
+    folder: Path,
+) -> ExportResult:
+    """Convert, check and score the export, and write ``folder`` atomically."""
+    project = run.config["project"]
     with atomic_folder(folder) as scratch:
         model_path = scratch / MODEL_FILES[export_format]
         try:

@@ -215,6 +215,20 @@ def test_a_failed_export_keeps_the_previous_one(runs, tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["export"]  # no leftovers
 
 
+def test_an_out_folder_that_cannot_be_written_is_refused_and_a_file_there_kept(runs, tmp_path):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("the user's own file")
+    with pytest.raises(ExportError, match="notes.txt is a file; give a folder"):
+        export_run(runs["xor"], "saved_model", out=str(a_file))
+    with pytest.raises(ExportError, match="notes.txt is a file, not a folder"):
+        export_run(runs["xor"], "saved_model", out=str(a_file / "export"))
+    assert a_file.read_text() == "the user's own file"
+    assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]  # no leftovers
+    # No folder can be made under /proc: the OSError becomes the one-line ExportError.
+    with pytest.raises(ExportError, match="cannot write the export to /proc/.*--out folder"):
+        export_run(runs["xor"], "saved_model", out="/proc/keras-projects-export")
+
+
 def test_int8_costs_little_held_out_accuracy(runs, tmp_path):
     float_result = export_run(runs["cifar"], "tflite", out=str(tmp_path / "float"))
     int8 = export_run(runs["cifar"], "tflite", quantize="int8", out=str(tmp_path / "int8"))
