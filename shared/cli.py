@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import logging
 import os
 import shlex
@@ -208,11 +209,23 @@ def exit_on_user_error(function: Callable[[], Any]) -> Any:
         raise SystemExit(2) from None
     except OSError as error:
         where = f" ({error.filename})" if error.filename else ""
-        log.error("error: %s%s", error.strerror or error, where)
+        log.error("error: %s%s%s", error.strerror or error, where, os_error_hint(error))
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         log.error("Interrupted.")
         raise SystemExit(130) from None
+
+
+def os_error_hint(error: OSError) -> str:
+    """What to do about an operating-system error, as ``": ..."`` (or ``""``)."""
+    if isinstance(error, (FileExistsError, NotADirectoryError)):
+        # makedirs met a file where an output folder (--out, --run-dir) has to go.
+        return ": a file is where a folder has to be made; choose another output folder"
+    if isinstance(error, PermissionError) or error.errno == errno.EROFS:
+        return ": choose an output folder you can write to"
+    if error.errno == errno.ENOSPC:
+        return ": free some disk space and run the command again"
+    return ""
 
 
 _INTERRUPT_REQUESTED = threading.Event()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import zipfile
 
 import keras
 import numpy as np
 import pytest
 
+from shared.cli import exit_on_user_error
 from shared.saving import ModelFileError, check_model_file, load_model, save_model
 
 
@@ -111,3 +113,31 @@ def test_corrupted_bytes_inside_the_archive_are_detected(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(ModelFileError, match="corrupt"):
         load_model(path)
+
+
+def _exit_message(caplog, failing) -> tuple[int, str]:
+    """Exit status and logged line of ``exit_on_user_error(failing)``."""
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as stopped:
+        exit_on_user_error(failing)
+    return stopped.value.code, caplog.records[-1].getMessage()
+
+
+def test_a_file_in_the_way_of_an_output_folder_is_one_line_saying_what_to_do(tmp_path, caplog):
+    in_the_way = tmp_path / "results"
+    in_the_way.write_text("not a folder")
+    status, message = _exit_message(caplog, lambda: (in_the_way / "plots").mkdir(parents=True))
+    assert status == 1
+    assert str(in_the_way / "plots") in message
+    assert "a file is where a folder has to be made; choose another output folder" in message
+    assert in_the_way.read_text() == "not a folder"
+
+
+def test_a_full_disk_is_one_line_saying_what_to_do(caplog):
+    def write_to_a_full_disk():
+        with open("/dev/full", "w") as device:  # every write fails with ENOSPC
+            device.write("x")
+
+    status, message = _exit_message(caplog, write_to_a_full_disk)
+    assert status == 1
+    assert "No space left on device" in message
+    assert "free some disk space and run the command again" in message
