@@ -42,11 +42,19 @@ def finished_or_train(module: str, arguments: Sequence[str], run_dir: Path) -> N
     command = [sys.executable, "-m", module, *arguments, "--run-dir", str(run_dir)]
     log.info("%s: %s", run_dir.name, " ".join(command[1:]))
     finished = subprocess.run(command, stdout=sys.stderr)
-    if finished.returncode != 0:
+    if finished.returncode == 0:
+        return
+    train_log = run_dir / "train.log"
+    its_log = f"its log is {train_log}. " if train_log.exists() else ""
+    if finished.returncode == 2:  # the training's own one-line error, printed just above
         raise SweepError(
-            f"training {run_dir.name} failed (exit {finished.returncode}); its log is "
-            f"{run_dir / 'train.log'}. Re-run this command to continue from there."
+            f"training {run_dir.name} stopped on the error above (exit 2); {its_log}"
+            "Fix what it names and re-run this command."
         )
+    raise SweepError(
+        f"training {run_dir.name} failed (exit {finished.returncode}); {its_log}"
+        "Re-run this command to continue from there."
+    )
 
 
 def read_history(run_dir: Path) -> list[dict[str, float]]:

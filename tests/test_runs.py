@@ -15,6 +15,7 @@ from projects.xor_mlp.train import main as train_xor
 from shared.callbacks import standard_callbacks
 from shared.runs import RunError, load_run
 from shared.saving import ModelFileError
+from shared.sweep import SweepError, finished_or_train
 
 QUICK = dict(epochs=3, repeats=16, numpy_epochs=50)
 
@@ -241,3 +242,15 @@ def test_training_on_a_terminal_shows_the_progress_bar_and_time_left(tmp_path):
     assert process.returncode == 0, stderr[-2000:]
     assert "━━━━" in output.decode(errors="replace")  # Keras's progress bar
     assert "Epoch 1/3 took" in stderr and "left (done around" in stderr
+
+
+def test_a_sweep_training_refused_by_its_flags_says_so_and_names_no_log(tmp_path):
+    # The training's own flag check answers (exit 2) before it makes a run directory.
+    run_dir = tmp_path / "tour" / "xor"
+    with pytest.raises(SweepError) as refused:
+        finished_or_train("projects.xor_mlp.train", ["--epochs", "0"], run_dir)
+    message = str(refused.value)
+    assert "training xor stopped on the error above (exit 2)" in message
+    assert "Fix what it names and re-run this command." in message
+    assert "train.log" not in message and "continue from there" not in message
+    assert not run_dir.exists()
