@@ -90,7 +90,7 @@ import tensorflow as tf
 from shared.cli import exit_on_user_error, setup_logging
 from shared.errors import UserError
 from shared.runs import INFERENCE_MODULES, LoadedRun, load_run
-from shared.saving import atomic_folder, write_json
+from shared.saving import atomic_folder, check_output_folder, write_json
 
 log = logging.getLogger(__name__)
 
@@ -465,7 +465,7 @@ def export_run(
     if quantize and quantize not in QUANTIZATIONS:
         raise ExportError(f"--quantize must be int8 or float16; got {quantize!r}.")
     if out:
-        check_out_folder(Path(out))
+        check_output_folder(out)
     run = load_run(run_dir)
     serving = serving_for(run)
     project = run.config["project"]
@@ -486,21 +486,6 @@ def export_run(
             "written. Choose an --out folder you can write to."
         ) from error
     return result
-
-
-def check_out_folder(folder: Path) -> None:
-    """Refuse an ``--out`` that is a file or lies inside one, before any work is done.
-
-    The export replaces the folder as a whole, so an existing file there would be
-    moved aside and lost from view.
-    """
-    if folder.exists() and not folder.is_dir():
-        raise ExportError(f"--out {folder} is a file; give a folder to write the export into.")
-    existing = next(path for path in (folder, *folder.parents) if path.exists())
-    if not existing.is_dir():
-        raise ExportError(
-            f"--out {folder}: {existing} is a file, not a folder; choose another --out."
-        )
 
 
 def _write_export(

@@ -36,6 +36,33 @@ class RunFileError(UserError):
     """A file of a run directory (JSON) is missing or damaged."""
 
 
+class OutputFolderError(UserError):
+    """An output folder (``--out``) cannot be made: a file is in its place or its way."""
+
+
+def check_output_folder(folder: str | os.PathLike, flag: str = "--out") -> None:
+    """Refuse an output folder that is a file or lies inside one, before any work.
+
+    Writing would fail only at the end (after minutes of computing), or, for a folder
+    replaced as a whole (`atomic_folder`), move the file aside out of view.
+
+    Args:
+        folder: The folder a command will write into (it need not exist yet).
+        flag: The option that named it, for the message.
+
+    Raises:
+        OutputFolderError: ``folder`` is a file, or one of its parents is.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputFolderError(f"{flag} {folder} is a file; give a folder to write into.")
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    if not existing.is_dir():
+        raise OutputFolderError(
+            f"{flag} {folder}: {existing} is a file, not a folder; choose another {flag}."
+        )
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.

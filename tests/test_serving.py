@@ -43,6 +43,7 @@ from projects.xor_mlp.data import INPUTS
 from projects.xor_mlp.train import main as train_xor
 from shared.export import ExportError, export_run, float32_twin, serving_for
 from shared.runs import load_run
+from shared.saving import OutputFolderError
 from tests.helpers import REPO_ROOT, run_module
 
 TOLERANCE = 1e-4
@@ -218,9 +219,9 @@ def test_a_failed_export_keeps_the_previous_one(runs, tmp_path):
 def test_an_out_folder_that_cannot_be_written_is_refused_and_a_file_there_kept(runs, tmp_path):
     a_file = tmp_path / "notes.txt"
     a_file.write_text("the user's own file")
-    with pytest.raises(ExportError, match="notes.txt is a file; give a folder"):
+    with pytest.raises(OutputFolderError, match="notes.txt is a file; give a folder to write into"):
         export_run(runs["xor"], "saved_model", out=str(a_file))
-    with pytest.raises(ExportError, match="notes.txt is a file, not a folder"):
+    with pytest.raises(OutputFolderError, match="notes.txt is a file, not a folder"):
         export_run(runs["xor"], "saved_model", out=str(a_file / "export"))
     assert a_file.read_text() == "the user's own file"
     assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]  # no leftovers

@@ -572,3 +572,17 @@ def test_csv_given_several_times_trains_one_global_model(tmp_path):
     )
     assert refused.returncode != 0 and "Traceback" not in refused.stderr
     assert "one global model needs the same price columns" in refused.stderr
+
+
+def test_gradients_refuse_a_file_as_out_before_computing(tmp_path, capsys):
+    from projects.stock_lstm import gradients
+
+    results = tmp_path / "results"
+    results.write_text("kept")
+    with pytest.raises(SystemExit) as stopped:
+        gradients.main(["--out", str(results)])  # its log goes to stderr
+    logged = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert f"--out {results} is a file; give a folder to write into." in logged
+    assert "Prices of" not in logged  # refused before any data was loaded
+    assert results.read_text() == "kept"

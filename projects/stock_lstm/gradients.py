@@ -75,6 +75,7 @@ from shared.distribute import select_strategy
 from shared.errors import UserError
 from shared.plots import save_figure
 from shared.runs import seed_everything
+from shared.saving import check_output_folder
 from shared.sweep import write_text
 
 log = logging.getLogger("stock_lstm")
@@ -201,6 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging()
 
     def run() -> pd.DataFrame:
+        check_output_folder(args.out)  # before a minute of computing, not after
         curves = gradient_flow(args.ticker, args.csv, args.distance, args.windows, args.seed)
         out = Path(args.out)
         name = Path(args.csv).name if args.csv else args.ticker
