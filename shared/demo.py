@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import argparse
 
-from shared.cli import parse_args_before_tensorflow
+from shared.cli import parse_args_before_tensorflow, positive_int
 from shared.config import program_name
 
 PROJECTS = ("xor_mlp", "cifar_cnn", "shakespeare", "stock_lstm")
@@ -40,11 +40,8 @@ MAKE_TARGETS = {
 
 def port_number(text: str) -> int:
     """An ``argparse`` type: a TCP port, 1 to 65535."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= port <= 65535:
+    port = positive_int(text)
+    if port > 65535:
         raise argparse.ArgumentTypeError(f"{port} is not a port: use 1 to 65535")
     return port
 

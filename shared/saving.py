@@ -9,6 +9,7 @@ over the target, so the target is always either the old or the new model.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import json
 import os
@@ -116,6 +117,10 @@ def atomic_folder(path: str | os.PathLike) -> Iterator[Path]:
         The scratch folder to fill.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        # Renamed aside, a file would not be removed with the old folder: it would be lost
+        # from view under a temporary name.
+        raise FileExistsError(errno.EEXIST, "a file is where the folder has to go", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(
         tempfile.mkdtemp(prefix=TEMPORARY_PREFIX, suffix=f"-{path.name}", dir=path.parent)

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from shared.cli import exit_on_user_error
-from shared.saving import ModelFileError, check_model_file, load_model, save_model
+from shared.saving import (
+    ModelFileError,
+    atomic_folder,
+    check_model_file,
+    load_model,
+    save_model,
+)
 
 
 def small_model(units: int = 3) -> keras.Model:
@@ -141,3 +147,12 @@ def test_a_full_disk_is_one_line_saying_what_to_do(caplog):
     assert status == 1
     assert "No space left on device" in message
     assert "free some disk space and run the command again" in message
+
+
+def test_an_atomic_folder_never_replaces_a_file(tmp_path):
+    a_file = tmp_path / "export"
+    a_file.write_text("the user's own file")
+    with pytest.raises(FileExistsError), atomic_folder(a_file) as scratch:
+        (scratch / "model.tflite").write_text("new")
+    assert a_file.read_text() == "the user's own file"
+    assert [path.name for path in tmp_path.iterdir()] == ["export"]  # no scratch left
