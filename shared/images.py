@@ -22,6 +22,7 @@ pipeline then works on the arrays.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import logging
 import os
@@ -264,8 +265,15 @@ def load_labelled_folder(
     return np.stack(images), np.asarray(labels, dtype=np.int32)
 
 
+@functools.lru_cache(maxsize=2)
 def load_bundled_sample(image_size: int, path: Path = BUNDLED_SAMPLE):
-    """Decode the bundled CIFAR-10 sample (``train/<class>/<n>.jpg`` inside a tar.gz)."""
+    """Decode the bundled CIFAR-10 sample (``train/<class>/<n>.jpg`` inside a tar.gz).
+
+    Decoding the 4,000 JPEGs takes seconds, and one process may train several models on
+    them (the tour, the tests), so the arrays are kept. They are read-only: indexing gives
+    writable copies, and an in-place change of the shared arrays fails instead of
+    silently altering every later run.
+    """
     index = {name: label for label, name in enumerate(CIFAR10_CLASSES)}
     images, labels = [], []
     with tarfile.open(path) as archive:
@@ -276,7 +284,9 @@ def load_bundled_sample(image_size: int, path: Path = BUNDLED_SAMPLE):
             data = archive.extractfile(member).read()
             images.append(decode_image(data, image_size, f"{path}:{member.name}"))
             labels.append(index[class_name])
-    return np.stack(images), np.asarray(labels, dtype=np.int32)
+    images, labels = np.stack(images), np.asarray(labels, dtype=np.int32)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
 
 
 def _quiet_keras_download():
