@@ -24,8 +24,6 @@ from projects.xor_mlp.train import train_numpy_mlp
 from shared.runs import seed_everything
 from tests.helpers import REPO_ROOT, history_epochs, kill_after_first_epoch, run_module
 
-QUICK = dict(epochs=3, repeats=16, numpy_epochs=50)
-
 
 def test_truth_tables():
     inputs, xor = truth_table("xor")
@@ -35,9 +33,16 @@ def test_truth_tables():
     assert truth_table("or")[1].ravel().tolist() == [0, 1, 1, 1]
 
 
-def test_mlp_solves_xor_for_ten_seeds_and_the_perceptron_cannot(tmp_path):
-    config = XorConfig(seed=0, run_dir=str(tmp_path / "run"))
-    metrics = train_xor(config)
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """``make xor``'s run (every default, seed 0), trained once for the tests that read it."""
+    run_dir = tmp_path_factory.mktemp("xor") / "run"
+    config = XorConfig(seed=0, run_dir=str(run_dir))
+    return run_dir, config, train_xor(config)
+
+
+def test_mlp_solves_xor_for_ten_seeds_and_the_perceptron_cannot(default_run):
+    _, config, metrics = default_run
     assert metrics["mlp"]["accuracy"] == 1.0, metrics["mlp"]
     assert metrics["numpy_mlp"]["accuracy"] == 1.0, metrics["numpy_mlp"]
     # One straight line gets at most 3 of the 4 XOR rows right.
@@ -106,9 +111,8 @@ def test_numpy_mlp_loss_falls_and_it_learns_xor():
     assert ((numpy_mlp.predict(params, x) > 0.5) == (y > 0.5)).all()
 
 
-def test_saved_model_gives_identical_predictions_in_a_fresh_process(tmp_path):
-    run_dir = tmp_path / "run"
-    metrics = train_xor(XorConfig(run_dir=str(run_dir), **QUICK))
+def test_saved_model_gives_identical_predictions_in_a_fresh_process(default_run):
+    run_dir, _, metrics = default_run
     code = (
         "import json, sys\n"
         "from shared.runs import load_run\n"
@@ -135,9 +139,8 @@ def predict_in_process(run_dir, bits) -> str:
     return buffer.getvalue()
 
 
-def test_predict_cli_prints_the_gate_output(tmp_path):
-    run_dir = tmp_path / "run"
-    train_xor(XorConfig(run_dir=str(run_dir)))
+def test_predict_cli_prints_the_gate_output(default_run):
+    run_dir, _, _ = default_run
     result = run_module("projects.xor_mlp.predict", "--run-dir", str(run_dir), "1", "0")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("xor(1, 0) = 1")
