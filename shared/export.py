@@ -43,9 +43,24 @@ FORMATS = ("saved_model", "tflite", "onnx")
 QUANTIZATIONS = ("int8", "float16")
 
 
+class _ExportParser(argparse.ArgumentParser):
+    """Refuses ``--quantize`` without ``--format tflite`` as a usage error, before TensorFlow."""
+
+    def parse_args(
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed = super().parse_args(args, namespace)
+        if parsed.quantize and parsed.format != "tflite":
+            self.error(
+                f"--quantize {parsed.quantize} applies to --format tflite only; "
+                f"drop it for {parsed.format}."
+            )
+        return parsed
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line: run, format, quantization and output folder."""
-    parser = argparse.ArgumentParser(
+    parser = _ExportParser(
         prog=program_name(),
         description="Export a trained run as a SavedModel, a TFLite model or an ONNX model.",
     )
