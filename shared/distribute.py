@@ -17,6 +17,7 @@ import logging
 import os
 from typing import Any
 
+import keras
 import tensorflow as tf
 
 from shared.errors import UserError
@@ -177,3 +178,19 @@ def wait_for_all_workers() -> None:
         return tf.distribute.get_replica_context().all_reduce("SUM", tf.constant(1.0))
 
     strategy.run(one)
+
+
+def batch_normalization(**kwargs: Any) -> keras.layers.BatchNormalization:
+    """``keras.layers.BatchNormalization(**kwargs)`` that stays one model across replicas.
+
+    Build it inside ``strategy.scope()``. With one replica this is plain batch norm.
+    With several, each replica would otherwise normalise by its own share of the batch
+    and update its own copy of the moving statistics (Keras 3 creates them with no
+    cross-replica aggregation): the saved model then held replica 0's statistics while
+    the run's own evaluation used each replica's, so the reported accuracy was not the
+    saved model's. ``synchronized=True`` all-reduces the batch's mean and variance, so
+    every replica normalises by the global batch, as one device would, and their moving
+    statistics stay equal.
+    """
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    return keras.layers.BatchNormalization(synchronized=replicas > 1, **kwargs)

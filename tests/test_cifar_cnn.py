@@ -145,9 +145,11 @@ def test_augmentation_moves_pixels_but_keeps_them_uint8():
         assert any(colours <= palette for palette in palettes)
 
 
-# The lecture's architectures train under 2-replica MirroredStrategy (conftest.py splits
-# the CPU into two logical devices); the others on one device, as by default.
-MIRRORED = ("lenet5", "alexnet", "inception", "densenet")
+# The default airbench (Muon, frozen whitening, test-time views) and the lecture's
+# architectures train under 2-replica MirroredStrategy (conftest.py splits the CPU into
+# two logical devices); simple, vgg and resnet on one device, as by default. airbench
+# trains on one device in its SGD recipe's test and in the --minutes tests.
+MIRRORED = ("airbench", "lenet5", "alexnet", "inception", "densenet")
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers, ops
 
+from shared.distribute import batch_normalization
+
 log = logging.getLogger(__name__)
 
 
@@ -244,7 +246,7 @@ def _conv_group(x, filters: int, name: str, settings: dict):
         )(x)
         if part == "a":
             x = layers.MaxPooling2D(name=f"{name}_pool")(x)
-        x = layers.BatchNormalization(
+        x = batch_normalization(
             momentum=RECIPE.batchnorm_momentum,
             epsilon=1e-12,
             center=False,

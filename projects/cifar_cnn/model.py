@@ -26,6 +26,7 @@ import numpy as np
 from keras import layers
 
 from projects.cifar_cnn.parameters import explain_parameters, leaf_layers
+from shared.distribute import batch_normalization
 from shared.errors import UserError
 from shared.runs import load_run
 
@@ -169,7 +170,7 @@ def augmentation(translate: float, flip: bool, seed: int) -> keras.Sequential:
 def _conv_bn_relu(x, filters: int, name: str, kernel: int = 3):
     # No bias: the batch norm's beta does its job.
     x = layers.Conv2D(filters, kernel, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = batch_normalization(name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -296,20 +297,20 @@ def _densenet(x, width: int, layers_per_block: int = 6, compression: float = 0.5
     for block in (1, 2, 3):
         for index in range(1, layers_per_block + 1):
             name = f"dense{block}_{index}"
-            y = layers.BatchNormalization(name=f"{name}_bn1")(x)
+            y = batch_normalization(name=f"{name}_bn1")(x)
             y = layers.ReLU(name=f"{name}_relu1")(y)
             y = layers.Conv2D(4 * growth, 1, use_bias=False, name=f"{name}_bottleneck_conv")(y)
-            y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+            y = batch_normalization(name=f"{name}_bn2")(y)
             y = layers.ReLU(name=f"{name}_relu2")(y)
             y = layers.Conv2D(growth, 3, padding="same", use_bias=False, name=f"{name}_conv")(y)
             x = layers.Concatenate(name=f"{name}_concat")([x, y])
         if block < 3:
             channels = int(int(x.shape[-1]) * compression)
-            x = layers.BatchNormalization(name=f"transition{block}_bn")(x)
+            x = batch_normalization(name=f"transition{block}_bn")(x)
             x = layers.ReLU(name=f"transition{block}_relu")(x)
             x = layers.Conv2D(channels, 1, use_bias=False, name=f"transition{block}_conv")(x)
             x = layers.AveragePooling2D(2, name=f"transition{block}_pool")(x)
-    x = layers.BatchNormalization(name="final_bn")(x)
+    x = batch_normalization(name="final_bn")(x)
     x = layers.ReLU(name="final_relu")(x)
     return layers.GlobalAveragePooling2D(name="global_pool")(x)
 
