@@ -152,7 +152,8 @@ def mean_over_workers(value: float, strategy: tf.distribute.Strategy) -> float:
     """
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return value
-    per_replica = strategy.run(lambda: tf.constant(value, tf.float64))
+    # In a tf.function: run eagerly, the strategy logs a warning about its overhead.
+    per_replica = strategy.run(tf.function(lambda: tf.constant(value, tf.float64)))
     return float(strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None))
 
 

@@ -323,13 +323,21 @@ class ChiefStateSync(keras.callbacks.Callback):
         epoch = tf.constant(self.model._initial_epoch or 0, tf.int64)
         values = [epoch, *(tf.convert_to_tensor(variable.value) for variable in variables)]
 
+        # In a tf.function: run eagerly, the strategy logs a warning about its overhead.
+        # There a list is all-reduced as one concatenated tensor, so one per dtype.
+        dtypes = sorted({value.dtype for value in values}, key=lambda dtype: dtype.name)
+
+        @tf.function
         def from_replica_zero():
             # Replica 0 is the chief's first device; every other replica adds zeros.
             context = tf.distribute.get_replica_context()
             is_first = tf.equal(context.replica_id_in_sync_group, 0)
-            return context.all_reduce(
-                "SUM", [value * tf.cast(is_first, value.dtype) for value in values]
-            )
+            summed = {}
+            for dtype in dtypes:
+                positions = [i for i, value in enumerate(values) if value.dtype == dtype]
+                shares = [values[i] * tf.cast(is_first, dtype) for i in positions]
+                summed.update(zip(positions, context.all_reduce("SUM", shares), strict=True))
+            return [summed[i] for i in range(len(values))]
 
         synced = strategy.experimental_local_results(strategy.run(from_replica_zero))[0]
         self.model._initial_epoch = int(synced[0]) or None

@@ -174,6 +174,7 @@ def wait_for_all_workers() -> None:
     if strategy is None:
         return
 
+    @tf.function  # run eagerly, the strategy logs a warning about its overhead
     def one():
         return tf.distribute.get_replica_context().all_reduce("SUM", tf.constant(1.0))
 
