@@ -150,12 +150,20 @@ def positive_int(text: str) -> int:
 
 
 def parse_args_before_tensorflow(
-    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None = None,
+    check: Callable[[argparse.Namespace], Any] | None = None,
 ) -> argparse.Namespace:
     """`parse_before_tensorflow` for an inference script's own ``argparse`` parser.
 
     A ``--run-dir`` that does not exist is refused here too, in a second rather
     than after TensorFlow's start-up: every script with that flag reads a run.
+
+    Args:
+        parser: The script's parser.
+        argv: The arguments (default: the command line's).
+        check: Called with the parsed arguments before TensorFlow loads; a
+            `UserError` it raises is printed as one line, with exit status 2.
     """
     args = parser.parse_args(argv)
     run_dir = getattr(args, "run_dir", None)
@@ -163,6 +171,9 @@ def parse_args_before_tensorflow(
         setup_logging(logging.WARNING)
         log.error("error: %s", no_run_directory(run_dir))
         raise SystemExit(2)
+    if check is not None:
+        setup_logging(logging.WARNING)
+        exit_on_user_error(lambda: check(args))
     load_tensorflow_quietly()
     return args
 

@@ -143,6 +143,25 @@ def test_a_missing_run_directory_is_answered_before_tensorflow_loads(tmp_path):
         ), module
 
 
+@pytest.mark.parametrize(
+    ("module", "arguments", "message"),
+    [
+        ("projects.xor_mlp.predict", ["1", "7"], "error: inputs must be 0 or 1; not valid: '7'"),
+        ("projects.shakespeare.generate", ["--length", "-1"], "--length must be 0 or more"),
+        ("projects.shakespeare.generate", ["--top-p", "1.5"], "--top-p must be greater than 0"),
+        ("shared.export", ["--format", "onnx", "--quantize", "int8"], "tflite only"),
+    ],
+)
+def test_impossible_settings_are_answered_before_tensorflow_loads(
+    tmp_path, module, arguments, message
+):
+    result = run_listing_imports(module, "--run-dir", str(tmp_path), *arguments)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "tensorflow" not in imported_modules(result.stderr), f"{module} loads it first"
+    said = [line for line in result.stderr.splitlines() if not line.startswith("import time")]
+    assert message in said[-1] and "Traceback" not in result.stderr
+
+
 @pytest.fixture(scope="module")
 def xor_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("xor") / "run"

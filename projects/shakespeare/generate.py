@@ -17,9 +17,11 @@ From Python: ``generate("runs/shakespeare/latest", "ROMEO:", length=200)``.
 from __future__ import annotations
 
 import argparse
+import math
 
-from shared.cli import parse_args_before_tensorflow
+from shared.cli import exit_on_user_error, parse_args_before_tensorflow, setup_logging
 from shared.config import program_name
+from shared.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,32 +53,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-if __name__ == "__main__":
-    # Answer --help and usage errors at once, before TensorFlow loads (seconds).
-    parse_args_before_tensorflow(build_parser())
-
-import json
-import math
-import sys
-from collections.abc import Callable, Iterator, Sequence
-
-import keras
-import numpy as np
-import tensorflow as tf
-
-from projects.shakespeare.data import load_text, split_text
-from projects.shakespeare.model import (
-    context_window,
-    initial_states,
-    step_model,
-    vocabulary_of,
-)
-from shared.cli import exit_on_user_error, setup_logging
-from shared.errors import UserError
-from shared.export import HeldOut, Serving, float32_twin, keras_call, runner_of
-from shared.runs import LoadedRun, load_run
-
-
 class GenerationError(UserError):
     """Generation was asked for with invalid settings."""
 
@@ -101,6 +77,35 @@ def check_settings(
         raise GenerationError(f"--top-k must be at least 1, got {top_k}.")
     if top_p is not None and not 0 < top_p <= 1:
         raise GenerationError(f"--top-p must be greater than 0 and at most 1, got {top_p}.")
+
+
+if __name__ == "__main__":
+    # Answer --help, usage errors and impossible settings at once, before TensorFlow
+    # loads (seconds).
+    parse_args_before_tensorflow(
+        build_parser(),
+        check=lambda args: check_settings(
+            args.prompt, args.length, args.temperature, args.top_k, args.top_p
+        ),
+    )
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from projects.shakespeare.data import load_text, split_text
+from projects.shakespeare.model import (
+    context_window,
+    initial_states,
+    step_model,
+    vocabulary_of,
+)
+from shared.export import HeldOut, Serving, float32_twin, keras_call, runner_of
+from shared.runs import LoadedRun, load_run
 
 
 class Generator:

@@ -8,9 +8,13 @@ Expected (after ``make xor-mlp``): ``xor(1, 0) = 1   (P(1) = 0.99...)``.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+
+import numpy as np
 
 from shared.cli import parse_args_before_tensorflow
 from shared.config import program_name
+from shared.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,26 +27,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("bits", nargs="*", metavar="BIT", help="Two inputs, each 0 or 1.")
     return parser
-
-
-if __name__ == "__main__":
-    # Answer --help and usage errors at once, before TensorFlow loads (seconds).
-    parse_args_before_tensorflow(build_parser())
-
-import logging
-import sys
-from collections.abc import Sequence
-
-import numpy as np
-import tensorflow as tf
-
-from projects.xor_mlp.data import truth_table
-from shared.cli import exit_on_user_error, setup_logging
-from shared.errors import UserError
-from shared.export import HeldOut, Serving, float32_twin, keras_call
-from shared.runs import LoadedRun, load_run
-
-log = logging.getLogger("xor_mlp")
 
 
 class InputError(UserError):
@@ -59,6 +43,23 @@ def parse_bits(values: Sequence[str]) -> np.ndarray:
     if bad:
         raise InputError(f"inputs must be 0 or 1; not valid: {', '.join(map(repr, bad))}")
     return np.array([[float(value) for value in values]], dtype=np.float32)
+
+
+if __name__ == "__main__":
+    # Answer --help, usage errors and bad bits at once, before TensorFlow loads (seconds).
+    parse_args_before_tensorflow(build_parser(), check=lambda args: parse_bits(args.bits))
+
+import logging
+import sys
+
+import tensorflow as tf
+
+from projects.xor_mlp.data import truth_table
+from shared.cli import exit_on_user_error, setup_logging
+from shared.export import HeldOut, Serving, float32_twin, keras_call
+from shared.runs import LoadedRun, load_run
+
+log = logging.getLogger("xor_mlp")
 
 
 def answer(run: LoadedRun, bits: Sequence[str]) -> tuple[int, float, str]:
