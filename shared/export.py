@@ -38,29 +38,31 @@ import argparse
 
 from shared.cli import parse_args_before_tensorflow
 from shared.config import program_name
+from shared.errors import UserError
 
 FORMATS = ("saved_model", "tflite", "onnx")
 QUANTIZATIONS = ("int8", "float16")
 
 
-class _ExportParser(argparse.ArgumentParser):
-    """Refuses ``--quantize`` without ``--format tflite`` as a usage error, before TensorFlow."""
+class ExportError(UserError):
+    """The run cannot be exported in the format asked for."""
 
-    def parse_args(
-        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
-    ) -> argparse.Namespace:
-        parsed = super().parse_args(args, namespace)
-        if parsed.quantize and parsed.format != "tflite":
-            self.error(
-                f"--quantize {parsed.quantize} applies to --format tflite only; "
-                f"drop it for {parsed.format}."
-            )
-        return parsed
+
+def check_options(export_format: str, quantize: str) -> None:
+    """Raise `ExportError` unless the format and quantization fit together."""
+    if export_format not in FORMATS:
+        raise ExportError(f"--format must be one of {', '.join(FORMATS)}; got {export_format!r}.")
+    if quantize and export_format != "tflite":
+        raise ExportError(
+            f"--quantize {quantize} applies to --format tflite only; drop it for {export_format}."
+        )
+    if quantize and quantize not in QUANTIZATIONS:
+        raise ExportError(f"--quantize must be int8 or float16; got {quantize!r}.")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line: run, format, quantization and output folder."""
-    parser = _ExportParser(
+    parser = argparse.ArgumentParser(
         prog=program_name(),
         description="Export a trained run as a SavedModel, a TFLite model or an ONNX model.",
     )
@@ -80,8 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 if __name__ == "__main__":
-    # Answer --help and usage errors at once, before TensorFlow loads (seconds).
-    parse_args_before_tensorflow(build_parser())
+    # Answer --help, usage errors and options that do not fit together at once, before
+    # TensorFlow loads (seconds).
+    parse_args_before_tensorflow(
+        build_parser(), check=lambda args: check_options(args.format, args.quantize)
+    )
 
 import contextlib
 import dataclasses
@@ -103,7 +108,6 @@ import numpy as np
 import tensorflow as tf
 
 from shared.cli import exit_on_user_error, setup_logging
-from shared.errors import UserError
 from shared.runs import INFERENCE_MODULES, LoadedRun, load_run
 from shared.saving import atomic_folder, check_output_folder, write_json
 
@@ -117,10 +121,6 @@ ONNX_OPSET = 17
 
 Inputs = list[np.ndarray]
 Runner = Callable[[Inputs], list[np.ndarray]]
-
-
-class ExportError(UserError):
-    """The run cannot be exported in the format asked for."""
 
 
 @dataclasses.dataclass
@@ -471,14 +471,7 @@ def export_run(
         ExportError: The format cannot express the model, answers differently
             from Keras, or the options do not fit together.
     """
-    if export_format not in FORMATS:
-        raise ExportError(f"--format must be one of {', '.join(FORMATS)}; got {export_format!r}.")
-    if quantize and export_format != "tflite":
-        raise ExportError(
-            f"--quantize {quantize} applies to --format tflite only; drop it for {export_format}."
-        )
-    if quantize and quantize not in QUANTIZATIONS:
-        raise ExportError(f"--quantize must be int8 or float16; got {quantize!r}.")
+    check_options(export_format, quantize)
     if out:
         check_output_folder(out)
     run = load_run(run_dir)
