@@ -19,15 +19,19 @@ from shared.saving import read_json_or_none, write_json
 log = logging.getLogger(__name__)
 BUDGET_FILE = "budget.json"
 # Share of the budget the plan leaves unused. The timing before training sees a few
-# steps, not what happens between epochs (checkpoints, samples, logs), and its estimate
-# drifts with the machine: five 20-minute Shakespeare LSTM runs timed 51-63 s per epoch
-# and their epochs took 54-57 s on average, between 8% more and 13% less than planned.
+# steps and one validation pass, not what else happens between epochs (checkpoints,
+# samples, logs) or after training (scoring the final model), and its estimate drifts
+# with the machine: five 20-minute Shakespeare LSTM runs timed 51-63 s per epoch and
+# their epochs took 54-57 s on average, between 8% more and 13% less than planned.
 PLANNING_MARGIN = 0.10
 
 
-def epochs_for_budget(minutes: float, seconds_per_epoch: float, most: int = 1000) -> int:
-    """Whole epochs that fit in ``minutes`` (less `PLANNING_MARGIN`), from 1 to ``most``."""
-    usable_seconds = minutes * 60 * (1 - PLANNING_MARGIN)
+def epochs_for_budget(
+    minutes: float, seconds_per_epoch: float, most: int = 1000, spent_seconds: float = 0.0
+) -> int:
+    """Whole epochs that fit in ``minutes`` (less `PLANNING_MARGIN` and the
+    ``spent_seconds`` already used, e.g. by timing), from 1 to ``most``."""
+    usable_seconds = minutes * 60 * (1 - PLANNING_MARGIN) - spent_seconds
     return max(1, min(most, int(usable_seconds // seconds_per_epoch)))
 
 
@@ -89,8 +93,10 @@ def time_one_epoch(
     timed_steps: int = 10,
     timed_seconds: float = 60.0,
     slow_step: float = SLOW_STEP_SECONDS,
+    validation_data: tf.data.Dataset | None = None,
 ) -> float:
-    """Seconds one epoch of ``steps_per_epoch`` steps takes, from a few timed steps.
+    """Seconds one epoch of ``steps_per_epoch`` steps takes, from a few timed steps,
+    plus one pass over ``validation_data`` when given.
 
     One short ``fit`` runs warm-up steps (tracing, the input pipeline filling its
     buffers: 3, or 1 when the second took ``slow_step`` seconds or more; see
@@ -107,6 +113,12 @@ def time_one_epoch(
     steps of the default CIFAR net (28 s each) made the timing before a
     ``--minutes`` run last 6 minutes; with the AVX-512 machine's 5.6 s steps, all 10
     fit in the 60 s.
+
+    An epoch that ends with a validation pass takes that much longer: a CIFAR
+    ``--minutes 20`` run planned 6 epochs of 176 s from its training steps alone, and
+    its epochs, each scoring 5,000 validation images, took 180-194 s. So
+    ``validation_data``, the batches ``fit`` will validate on, is evaluated once
+    (after a one-batch pass that traces the test step) and that time is added.
 
     ``data`` is one epoch (or more) of training batches. The model's weights
     (batch-norm statistics included) are put back afterwards; compile it again
@@ -139,6 +151,13 @@ def time_one_epoch(
     )
     seconds = float(scipy.stats.trim_mean(step_seconds, 0.1)) * steps_per_epoch
     model.set_weights(weights)
+    if validation_data is not None:
+        model.evaluate(validation_data.take(1), verbose=0)  # trace the test step
+        started = time.perf_counter()
+        model.evaluate(validation_data, verbose=0)
+        validation_seconds = time.perf_counter() - started
+        log.info("Timing: one validation pass took %.1f s", validation_seconds)
+        seconds += validation_seconds
     return seconds
 
 
@@ -164,12 +183,18 @@ def budgeted_epochs(
     most: int = 1000,
     variant: str = "",
     strategy: tf.distribute.Strategy | None = None,
+    started: float | None = None,
 ) -> tuple[int, float]:
     """Epochs that fit in ``minutes``, measured once per run.
 
     Calls ``seconds_per_epoch()`` (e.g. `time_one_epoch`) and records the
     decision in ``RUN_DIR/budget.json``, so that a resumed run keeps the epoch
     count (and learning-rate schedule) it started with instead of re-measuring.
+    The timing counts against the budget: the epochs fill what is left of it from
+    ``started`` (a `time.perf_counter` value; by default, when this call begins), so
+    that a run that times two networks passes the start of the first timing to both.
+    On a 2-core CPU without AVX-512 CIFAR's timing took 2.8-3.3 minutes, and outside
+    the budget it made ``--minutes 20`` runs last 20.7-22.4 minutes.
     ``variant`` names another network timed for the same run (e.g. ``"width16"``,
     recorded in ``budget-width16.json``), so that a resumed run makes the same choice
     between them without timing either again. Under a multi-worker ``strategy`` (the
@@ -194,9 +219,23 @@ def budgeted_epochs(
     if kept:
         log.info("--minutes %g: keeping this run's %d epochs (%s)", minutes, saved["epochs"], path)
         return saved["epochs"], float(saved["seconds_per_epoch"])
+    started = time.perf_counter() if started is None else started
     seconds = seconds_per_epoch()
-    if strategy is not None:
+    spent = time.perf_counter() - started
+    if strategy is not None:  # a plan from the same figures on every worker
         seconds = mean_over_workers(seconds, strategy)
-    epochs = epochs_for_budget(minutes, seconds, most)
-    write_json(path, {"minutes": minutes, "seconds_per_epoch": seconds, "epochs": epochs})
+        spent = mean_over_workers(spent, strategy)
+    epochs = epochs_for_budget(minutes, seconds, most, spent_seconds=spent)
+    log.info(
+        "--minutes %g: timing took %.0f s of the budget; %d epoch%s of %.0f s fit in the "
+        "rest, less %.0f%% of the budget kept for what the timing does not see",
+        minutes,
+        spent,
+        epochs,
+        "" if epochs == 1 else "s",
+        seconds,
+        PLANNING_MARGIN * 100,
+    )
+    record = {"minutes": minutes, "seconds_per_epoch": seconds, "epochs": epochs}
+    write_json(path, {**record, "timing_seconds": round(spent, 1)})
     return epochs, seconds

@@ -40,7 +40,25 @@ def test_the_budget_is_measured_once_per_run(tmp_path):
     # A different budget on the same run directory is measured afresh.
     assert budgeted_epochs(tmp_path, 20, lambda: 100.0) == (10, 100.0)
     saved = json.loads((tmp_path / BUDGET_FILE).read_text())
+    assert saved.pop("timing_seconds") < 1.0  # an instant "timing"
     assert saved == {"minutes": 20, "seconds_per_epoch": 100.0, "epochs": 10}
+
+
+def test_the_timing_counts_against_the_budget(tmp_path):
+    # 10 minutes, 540 s of them planned: 3 epochs of 150 s, or 2 when 100 s went before
+    # (a CIFAR run that timed its default width, then the narrower one).
+    assert budgeted_epochs(tmp_path / "a", 10, lambda: 150.0) == (3, 150.0)
+    earlier = time.perf_counter() - 100.0
+    assert budgeted_epochs(tmp_path / "b", 10, lambda: 150.0, started=earlier) == (2, 150.0)
+
+    def slow_timing() -> float:  # like timing a large net on a slow CPU
+        time.sleep(1.5)
+        return 1.0
+
+    # 0.1 minutes: 5.4 s planned, of which the timing took 1.5 s: 3 epochs of 1 s, not 5.
+    assert budgeted_epochs(tmp_path / "c", 0.1, slow_timing) == (3, 1.0)
+    saved = json.loads((tmp_path / "c" / BUDGET_FILE).read_text())
+    assert saved["timing_seconds"] >= 1.5
 
 
 @pytest.mark.parametrize(
@@ -139,6 +157,17 @@ def test_slow_steps_need_only_the_first_as_warm_up(step_seconds, warmup_steps):
     assert 0.7 * 50 * step_seconds < seconds
     if warmup_steps == 1:  # the traced first step is not among the timed ones
         assert seconds < 1.5 * 50 * step_seconds
+
+
+def test_the_epoch_includes_the_validation_pass_fit_will_make():
+    model, data = tiny_model_and_slow_batches(lambda index: None, rows_per_batch=8)
+    _, slow_batches = tiny_model_and_slow_batches(lambda index: time.sleep(0.2), rows_per_batch=8)
+    steps_only = time_one_epoch(model, data, steps_per_epoch=50)
+    with_validation = time_one_epoch(
+        model, data, steps_per_epoch=50, validation_data=slow_batches.take(5)
+    )
+    # One pass over 5 validation batches of 0.2 s each (two would take 2 s or more).
+    assert 0.9 < with_validation - steps_only < 1.8
 
 
 def test_the_bench_rate_counts_the_steps_and_not_the_start_of_each_fit():

@@ -30,6 +30,7 @@ if __name__ == "__main__":
     parse_before_tensorflow(CifarConfig)
 
 import logging
+import time
 from collections.abc import Callable
 
 import keras
@@ -393,9 +394,13 @@ def main(config: CifarConfig) -> dict:
         networks[width] = model, saved_model
         return model, saved_model
 
+    held_out = evaluation_dataset(
+        data.held_out_images, data.held_out_labels, num_classes, batch_size
+    )
     width = config.width or DEFAULT_WIDTH
     if config.minutes:
         first_timed = width  # its plan is budget.json; another width's has its own file
+        timing_started = time.perf_counter()  # the timing of every width counts
 
         def plan(candidate: int) -> tuple[int, float]:
             model = network(candidate)[0]
@@ -404,16 +409,19 @@ def main(config: CifarConfig) -> dict:
             return budgeted_epochs(
                 run.path,
                 config.minutes,
-                lambda: time_one_epoch(model, training_data(1), steps_per_epoch),
+                lambda: time_one_epoch(
+                    model, training_data(1), steps_per_epoch, validation_data=held_out
+                ),
                 most=MOST_BUDGET_EPOCHS,
                 variant="" if candidate == first_timed else f"width{candidate}",
                 strategy=strategy,
+                started=timing_started,
             )
 
         width, epochs, seconds = budget_plan(config, plan)
         log.info(
-            "--minutes %g: one epoch takes about %.0f s on this machine (timed over a few "
-            "steps), so training runs %d epoch%s%s",
+            "--minutes %g: one epoch (its steps and a validation pass) takes about %.0f s on "
+            "this machine (timed over a few steps), so training runs %d epoch%s%s",
             config.minutes,
             seconds,
             epochs,
@@ -429,9 +437,6 @@ def main(config: CifarConfig) -> dict:
         compile_for(model, epochs)
     log_architecture(model)
 
-    held_out = evaluation_dataset(
-        data.held_out_images, data.held_out_labels, num_classes, batch_size
-    )
     train_data = training_data(epochs)
     extra_callbacks: list[keras.callbacks.Callback] = []
     if is_airbench and config.whiten:

@@ -28,10 +28,8 @@ if __name__ == "__main__":
 
 import logging
 import math
-import time
 
 import keras
-import tensorflow as tf
 
 from projects.shakespeare.data import (
     build_vocabulary,
@@ -105,17 +103,6 @@ class PrintSample(keras.callbacks.Callback):
         log.info("sample after epoch %d:\n%s%s\n", epoch + 1, prompt, text)
 
 
-def seconds_per_epoch(
-    core: keras.Model, train_data: tf.data.Dataset, val_data: tf.data.Dataset, steps: int
-) -> float:
-    """Seconds of one epoch's training steps plus one validation pass, from a short timing."""
-    training = time_one_epoch(core, train_data, steps, timed_steps=min(40, steps))
-    core.evaluate(val_data.take(1), verbose=0)  # trace once
-    started = time.perf_counter()
-    core.evaluate(val_data, verbose=0)
-    return training + time.perf_counter() - started
-
-
 def main(config: ShakespeareConfig) -> dict:
     """Train, score and save the character model; returns metrics.json's content."""
     run = start_run("shakespeare", config)
@@ -166,7 +153,9 @@ def _train_and_score(
         epochs, seconds = budgeted_epochs(
             run.path,
             minutes,
-            lambda: seconds_per_epoch(core, train_data, val_data, steps),
+            lambda: time_one_epoch(
+                core, train_data, steps, timed_steps=min(40, steps), validation_data=val_data
+            ),
             strategy=strategy,
         )
         log.info(
