@@ -393,7 +393,7 @@ def test_learning_rate_is_scaled_with_the_batch_size():
     assert learning_rate_schedule(constant, batch_size=512, steps_per_epoch=10, epochs=2) == 0.4
 
 
-def test_a_time_budget_sets_the_epochs_from_a_timed_epoch(tmp_path, caplog):
+def test_a_time_budget_sets_the_epochs_from_a_timed_epoch(tmp_path, caplog, capfd):
     import logging
 
     caplog.set_level(logging.INFO)
@@ -404,6 +404,10 @@ def test_a_time_budget_sets_the_epochs_from_a_timed_epoch(tmp_path, caplog):
     chosen = int(re.search(r"so training runs (\d+) epochs?\b", caplog.text).group(1))
     assert metrics["epochs"] == chosen >= 1
     assert len(history_epochs(tmp_path / "run" / "history.csv")) == chosen
+    assert "one validation pass took" in caplog.text  # the epoch includes its validation
+    # The timing traces the test step on one validation batch; had that dataset a cache,
+    # TensorFlow would warn (on the process's stderr) that the cache was not filled.
+    assert "did not fully read the dataset" not in capfd.readouterr().err
 
 
 def test_the_budget_log_quotes_the_measured_runs_around_the_planned_epochs():
