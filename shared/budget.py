@@ -56,6 +56,20 @@ SHORT_EPOCH_SECONDS = 5.0
 WHOLE_EPOCHS_TIMED = 2
 
 
+class EpochClock(keras.callbacks.Callback):
+    """The time at the start of ``fit`` and at the end of every epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.times: list[float] = []
+
+    def on_train_begin(self, logs=None):
+        self.times = [time.perf_counter()]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter())
+
+
 class StopWhenTimed(keras.callbacks.Callback):
     """Ends a timing ``fit`` once ``least`` steps after the warm-up took ``seconds`` in all.
 
@@ -124,7 +138,8 @@ def time_one_epoch(
     2-core CPU without AVX-512, the TF tutorial CNN's steps planned epochs of 1.8 s,
     and they took 2.1-5.3 s (2.8 on average), so the run trained 2.0 minutes. So an
     epoch estimated under `SHORT_EPOCH_SECONDS` is also timed whole, over
-    `WHOLE_EPOCHS_TIMED` epochs (a few seconds at most), and the longer estimate kept.
+    `WHOLE_EPOCHS_TIMED` epochs after one more that absorbs the start of ``fit`` (a
+    few seconds in all), and the longer estimate kept.
 
     An epoch that ends with a validation pass takes that much longer: a CIFAR
     ``--minutes 20`` run planned 6 epochs of 176 s from its training steps alone, and
@@ -163,15 +178,17 @@ def time_one_epoch(
     )
     seconds = float(scipy.stats.trim_mean(step_seconds, 0.1)) * steps_per_epoch
     if seconds < SHORT_EPOCH_SECONDS:
-        started = time.perf_counter()
+        epoch_clock = EpochClock()
         model.fit(
             data.repeat(),
             steps_per_epoch=steps_per_epoch,
-            epochs=WHOLE_EPOCHS_TIMED,
+            epochs=1 + WHOLE_EPOCHS_TIMED,
             shuffle=False,
             verbose=0,
+            callbacks=[epoch_clock],
         )
-        whole_epoch = (time.perf_counter() - started) / WHOLE_EPOCHS_TIMED
+        # Not the first epoch: it also starts fit, which training does once per run.
+        whole_epoch = float(np.mean(np.diff(epoch_clock.times)[1:]))
         log.info(
             "Timing: a short epoch, so %d whole epochs were timed too: %.2f s each, "
             "against %.2f s from the steps",
