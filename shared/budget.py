@@ -177,6 +177,9 @@ def time_one_epoch(
         step_seconds.max(),
     )
     seconds = float(scipy.stats.trim_mean(step_seconds, 0.1)) * steps_per_epoch
+    # Every worker of a multi-worker run must make the same choice: a worker that trained
+    # whole epochs alone would wait forever for the others' gradients.
+    seconds = mean_over_workers(seconds, model.distribute_strategy)
     if seconds < SHORT_EPOCH_SECONDS:
         epoch_clock = EpochClock()
         model.fit(
