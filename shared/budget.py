@@ -145,7 +145,9 @@ def time_one_epoch(
     ``--minutes 20`` run planned 6 epochs of 176 s from its training steps alone, and
     its epochs, each scoring 5,000 validation images, took 180-194 s. So
     ``validation_data``, the batches ``fit`` will validate on, is evaluated once
-    (after a one-batch pass that traces the test step) and that time is added.
+    (after a one-batch pass that traces the test step) and that time is added. Pass it
+    without ``.cache()``: TensorFlow warns when a pass stops part-way through a cache
+    (CIFAR's evaluation dataset dropped its cache for this reason).
 
     ``data`` is one epoch (or more) of training batches. The model's weights
     (batch-norm statistics included) are put back afterwards; compile it again
