@@ -11,7 +11,8 @@ first timed step to the end of the last (not ``fit``'s set-up and tear-down):
 * images per second of training the default model (airbench, with its default
   Muon recipe at batch 2000 and with ``--optimizer sgd`` at batch 1024), ResNet-9 (width 32)
   and the TensorFlow tutorial's CNN (Conv 32-64-64, Dense 64: ``--model simple``),
-  in float32 and, on CPUs with native bfloat16, in mixed bfloat16;
+  in float32 and, on CPUs with native bfloat16, in mixed bfloat16; the default model
+  also compiled by XLA in float32 (``--jit-compile``);
 * the arithmetic each achieves in GFLOP/s, counting a training step as 3x the
   forward pass's multiply-adds x 2 (forward, plus two backward products per
   layer), against a large float32 matrix product measured in the same run:
@@ -113,18 +114,19 @@ def main() -> None:
     images, labels = load_bundled_sample(32)
     mean, variance = channel_statistics(images)
     cpu_bfloat16 = cpu_supports_bfloat16()
-    # (label, --model, --optimizer (airbench only), precision)
+    # (label, --model, --optimizer (airbench only), precision, XLA)
     cases = [
-        ("airbench, SGD (--optimizer sgd)", "airbench", "sgd", "float32"),
-        ("airbench, SGD (--optimizer sgd)", "airbench", "sgd", "mixed_bfloat16"),
-        ("airbench (default, Muon)", "airbench", "muon", "float32"),
-        ("airbench (default, Muon)", "airbench", "muon", "mixed_bfloat16"),
-        ("ResNet-9 (resnet, width 32)", "resnet", "", "float32"),
-        ("ResNet-9 (resnet, width 32)", "resnet", "", "mixed_bfloat16"),
-        ("TF tutorial CNN (simple, width 32)", "simple", "", "float32"),
+        ("airbench, SGD (--optimizer sgd)", "airbench", "sgd", "float32", False),
+        ("airbench, SGD (--optimizer sgd)", "airbench", "sgd", "mixed_bfloat16", False),
+        ("airbench (default, Muon)", "airbench", "muon", "float32", False),
+        ("airbench (default, Muon)", "airbench", "muon", "float32", True),
+        ("airbench (default, Muon)", "airbench", "muon", "mixed_bfloat16", False),
+        ("ResNet-9 (resnet, width 32)", "resnet", "", "float32", False),
+        ("ResNet-9 (resnet, width 32)", "resnet", "", "mixed_bfloat16", False),
+        ("TF tutorial CNN (simple, width 32)", "simple", "", "float32", False),
     ]
     rows = []
-    for label, architecture, optimizer, policy in cases:
+    for label, architecture, optimizer, policy, xla in cases:
         if policy == "mixed_bfloat16" and not cpu_bfloat16:
             continue
         keras.mixed_precision.set_global_policy(policy)
@@ -139,6 +141,9 @@ def main() -> None:
             model, data = classic_model(
                 architecture, 32, images, labels, mean, variance, batch_size
             )
+        model.jit_compile = xla
+        if xla:
+            policy += "+XLA"
         per_second = training_throughput(model, data, steps, batch_size)
         rows.append(
             (label, policy, batch_size, model.count_params(), forward_flops(model), per_second)

@@ -171,6 +171,14 @@ class CifarConfig(TrainConfig):
         "conv nets), else float32; on: float16 on GPU, bfloat16 on CPU; off: float32.",
         choices=("auto", "on", "off"),
     )
+    jit_compile: str = option(
+        "auto",
+        "XLA: compile each training step into fused code. auto: Keras's choice (on a GPU, "
+        "not on a CPU: with AVX-512 TensorFlow's own kernels were faster; without, XLA "
+        "steps were faster but its compiling cost more than they saved in --minutes 20); "
+        "on; off.",
+        choices=("auto", "on", "off"),
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

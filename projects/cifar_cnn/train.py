@@ -317,6 +317,10 @@ def main(config: CifarConfig) -> dict:
     mean, variance = channel_statistics(train_images)
 
     strategy = select_strategy(config.strategy)
+    # XLA: Keras's own choice (on GPUs, not on CPUs) unless asked; see README.md's Benchmark.
+    jit_compile = {"auto": "auto", "on": True, "off": False}[config.jit_compile]
+    if config.jit_compile == "on":
+        log.info("XLA: each training step is compiled into fused code (--jit-compile on)")
 
     def compile_for(model: keras.Model, epochs: int) -> None:
         if muon:
@@ -336,6 +340,7 @@ def main(config: CifarConfig) -> dict:
                 config.weight_decay,
                 config.label_smoothing,
             )
+        model.jit_compile = jit_compile
 
     def training_data(epochs: int) -> tf.data.Dataset:
         if is_airbench:
@@ -485,6 +490,7 @@ def main(config: CifarConfig) -> dict:
             "train_images": len(train_labels),
             "held_out_images": len(data.held_out_labels),
             "precision_policy": policy,
+            "jit_compile": jit_compile,
         }
     )
     plot_confusion_matrix(
