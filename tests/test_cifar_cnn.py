@@ -189,6 +189,7 @@ def test_quick_run_of_each_model_writes_a_complete_run(quick_runs, architecture)
     assert list(saved["per_class_accuracy"].values()) == pytest.approx(per_class.tolist())
     assert saved["class_names"][3] == "cat"
     assert saved["held_out_split"] in ("test", "validation")
+    assert saved["jit_compile"] is False  # --jit-compile auto: no XLA on a CPU
     log = (run_dir / "train.log").read_text()
     assert "Convolution arithmetic" in log and "Total params" in log
     assert "accuracy is reported on" in log

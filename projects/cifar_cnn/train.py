@@ -318,7 +318,8 @@ def main(config: CifarConfig) -> dict:
 
     strategy = select_strategy(config.strategy)
     # XLA: Keras's own choice (on GPUs, not on CPUs) unless asked; see README.md's Benchmark.
-    jit_compile = {"auto": "auto", "on": True, "off": False}[config.jit_compile]
+    # (None leaves compile()'s "auto" in place: the string "auto" set afterwards is truthy.)
+    jit_compile = {"auto": None, "on": True, "off": False}[config.jit_compile]
     if config.jit_compile == "on":
         log.info("XLA: each training step is compiled into fused code (--jit-compile on)")
 
@@ -340,7 +341,8 @@ def main(config: CifarConfig) -> dict:
                 config.weight_decay,
                 config.label_smoothing,
             )
-        model.jit_compile = jit_compile
+        if jit_compile is not None:
+            model.jit_compile = jit_compile
 
     def training_data(epochs: int) -> tf.data.Dataset:
         if is_airbench:
@@ -490,7 +492,7 @@ def main(config: CifarConfig) -> dict:
             "train_images": len(train_labels),
             "held_out_images": len(data.held_out_labels),
             "precision_policy": policy,
-            "jit_compile": jit_compile,
+            "jit_compile": bool(model.jit_compile),  # XLA, as resolved
         }
     )
     plot_confusion_matrix(
