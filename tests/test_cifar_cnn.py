@@ -672,3 +672,12 @@ def test_a_diverged_architecture_is_a_row_of_the_tour_not_its_end(tmp_path):
     assert rows[0].startswith("| lenet5 |") and "diverged: its loss became NaN" in rows[0]
     assert rows[1].startswith("| simple | ")  # trained after it, as usual
     assert "lenet5 diverged; the table says so" in result.stderr
+
+
+def test_xla_with_two_cpu_replicas_is_refused_with_what_to_do(tmp_path):
+    # conftest.py splits the CPU into two logical devices, as a two-replica run has.
+    config = CifarConfig(
+        strategy="mirrored", jit_compile="on", run_dir=str(tmp_path / "run"), **CifarConfig.QUICK
+    )
+    with pytest.raises(UserError, match="--jit-compile on does not work with 2 CPU replicas"):
+        train_cifar(config)

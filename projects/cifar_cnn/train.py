@@ -52,6 +52,7 @@ from shared.budget import budgeted_epochs, time_one_epoch
 from shared.callbacks import standard_callbacks
 from shared.cli import fit_verbosity, run_training_cli
 from shared.distribute import select_strategy
+from shared.errors import UserError
 from shared.images import load_image_data
 from shared.plots import save_figure
 from shared.precision import precision_policy
@@ -321,6 +322,12 @@ def main(config: CifarConfig) -> dict:
     # (None leaves compile()'s "auto" in place: the string "auto" set afterwards is truthy.)
     jit_compile = {"auto": None, "on": True, "off": False}[config.jit_compile]
     if config.jit_compile == "on":
+        if strategy.num_replicas_in_sync > 1 and not tf.config.list_physical_devices("GPU"):
+            raise UserError(
+                f"--jit-compile on does not work with {strategy.num_replicas_in_sync} CPU "
+                "replicas (XLA cannot reach another device's variables); use --jit-compile "
+                "auto, or --strategy default."
+            )
         log.info("XLA: each training step is compiled into fused code (--jit-compile on)")
 
     def compile_for(model: keras.Model, epochs: int) -> None:
