@@ -29,7 +29,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from shared.cli import interrupt_requested
+from shared.cli import interrupt_requested, stop_at_step_ends
 from shared.distribute import worker_role
 from shared.errors import UserError
 from shared.saving import (
@@ -347,18 +347,30 @@ class ChiefStateSync(keras.callbacks.Callback):
 
 
 class StopOnInterrupt(keras.callbacks.Callback):
-    """Raise KeyboardInterrupt at the next batch once Ctrl-C was pressed.
+    """Stop training with KeyboardInterrupt at the end of the step Ctrl-C lands in.
 
-    Ctrl-C normally stops training where it lands. When it lands inside a
-    finalizer, Python drops the KeyboardInterrupt ("Exception ignored in ...")
-    and training would go on; `shared.cli` also records the request, and this
-    callback raises it again. It runs last, so a finished epoch is committed first.
+    While a loop with this callback runs, `shared.cli` only records the first
+    Ctrl-C (raised at once, it can abort TensorFlow; see
+    `shared.cli.stop_at_step_ends`), and this callback raises it after the step.
+    It also catches a Ctrl-C whose KeyboardInterrupt Python dropped inside a
+    finalizer ("Exception ignored in ..."). It runs last, so a finished epoch is
+    committed first.
     """
+
+    def _enter(self, *args: Any, **kwargs: Any) -> None:
+        stop_at_step_ends(True)
+
+    def _leave(self, *args: Any, **kwargs: Any) -> None:
+        stop_at_step_ends(False)
+        self._check()  # Ctrl-C after the last step's check: stop before the code after fit
 
     def _check(self, *args: Any, **kwargs: Any) -> None:
         if interrupt_requested():
+            stop_at_step_ends(None)  # the loops end here, without their *_end calls
             raise KeyboardInterrupt
 
+    on_train_begin = on_test_begin = on_predict_begin = _enter
+    on_train_end = on_test_end = on_predict_end = _leave
     on_train_batch_end = on_test_batch_end = on_predict_batch_end = on_epoch_end = _check
 
 

@@ -240,6 +240,10 @@ def os_error_hint(error: OSError) -> str:
 
 
 _INTERRUPT_REQUESTED = threading.Event()
+# How many Keras loops (fit, and the evaluate inside it; predict) are running with
+# shared.callbacks.StopOnInterrupt among their callbacks: while any is, a first Ctrl-C
+# only asks it to stop at the end of the current step.
+_LOOPS_STOPPING_AT_STEP_ENDS = 0
 
 
 def interrupt_requested() -> bool:
@@ -247,12 +251,40 @@ def interrupt_requested() -> bool:
     return _INTERRUPT_REQUESTED.is_set()
 
 
+def stop_at_step_ends(entering: bool | None) -> None:
+    """Enter (``True``) or leave (``False``) a Keras loop that stops at its step ends.
+
+    `shared.callbacks.StopOnInterrupt` calls this as a loop begins and ends, and
+    with ``None`` (every such loop ends) as it raises KeyboardInterrupt. While a
+    loop runs, the first Ctrl-C only records the request, and the callback raises
+    KeyboardInterrupt after the current step: raised at once, it can land while
+    TensorFlow's C++ code is calling back into Python, and TensorFlow then aborts
+    the process ("Check failed: !PyErr_Occurred()", a C++ stack trace, status -6)
+    instead of saying how to resume. A second Ctrl-C stops at once.
+    """
+    global _LOOPS_STOPPING_AT_STEP_ENDS
+    if entering is None:
+        _LOOPS_STOPPING_AT_STEP_ENDS = 0
+    else:
+        _LOOPS_STOPPING_AT_STEP_ENDS = max(
+            0, _LOOPS_STOPPING_AT_STEP_ENDS + (1 if entering else -1)
+        )
+
+
 def _on_interrupt(signum: int, frame: Any) -> None:
-    # Python raises KeyboardInterrupt wherever the main thread is; inside a finalizer
-    # (__del__, which TensorFlow's objects run often) it is printed as "Exception
-    # ignored" and dropped. The flag survives: shared.callbacks.StopOnInterrupt raises
-    # it again at the next batch.
+    global _LOOPS_STOPPING_AT_STEP_ENDS
+    first = not _INTERRUPT_REQUESTED.is_set()
     _INTERRUPT_REQUESTED.set()
+    if first and _LOOPS_STOPPING_AT_STEP_ENDS > 0:
+        # No logging here: a signal handler can interrupt a write to the same stream.
+        with contextlib.suppress(OSError):
+            os.write(2, b"Stopping after this step (Ctrl-C again stops at once).\n")
+        return
+    _LOOPS_STOPPING_AT_STEP_ENDS = 0
+    # Outside a Keras loop Python raises KeyboardInterrupt wherever the main thread
+    # is; inside a finalizer (__del__, which TensorFlow's objects run often) it is
+    # printed as "Exception ignored" and dropped. The flag survives:
+    # shared.callbacks.StopOnInterrupt raises it again at the next step.
     raise KeyboardInterrupt
 
 

@@ -324,6 +324,7 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     assert process.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
     assert "Training interrupted." in stderr, stderr[-3000:]
+    assert "Stopping after this step (Ctrl-C again stops at once)." in stderr, stderr[-3000:]
     resume_command = f"-m projects.xor_mlp.train {' '.join(flags)} --run-dir {run_dir}"
     assert resume_command in stderr, stderr[-3000:]
 
@@ -374,3 +375,64 @@ def test_ctrl_c_swallowed_by_a_finalizer_still_stops_training_at_the_next_batch(
     finally:
         cli._INTERRUPT_REQUESTED.clear()
     assert batches == [0, 1, 2]  # stopped after the batch where the signal was lost
+
+
+@pytest.mark.parametrize(
+    ("presses", "pressed_in", "steps_ended", "raised_in"),
+    [
+        (1, "on_train_batch_begin", [0, 1, 2], "_check"),  # the step runs to its end
+        (2, "on_train_batch_begin", [0, 1], "_on_interrupt"),  # the second stops at once
+        (1, "on_train_end", [0, 1, 2, 3], "_check"),  # after the last step's check
+    ],
+)
+def test_a_first_ctrl_c_in_training_stops_at_the_end_of_its_step(
+    presses, pressed_in, steps_ended, raised_in
+):
+    """Raised where it lands, a KeyboardInterrupt can abort TensorFlow's C++ code.
+
+    (Once in this suite: "Check failed: !PyErr_Occurred()" in ConvertToEagerTensor,
+    status -6 and a C++ stack trace instead of the resume command.)
+    """
+    import keras
+    import numpy as np
+
+    from shared import cli
+    from shared.callbacks import StopOnInterrupt
+
+    class PressCtrlC(keras.callbacks.Callback):
+        def press(self):
+            for _ in range(presses):
+                os.kill(os.getpid(), signal.SIGINT)  # as the terminal sends it
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if pressed_in == "on_train_batch_begin" and batch == 2:
+                self.press()
+
+        def on_train_end(self, logs=None):
+            if pressed_in == "on_train_end":
+                self.press()
+
+    ended = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda batch, logs: ended.append(batch)
+    )
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    inputs = np.zeros((16, 2), np.float32)
+    previous = signal.signal(signal.SIGINT, cli._on_interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt) as raised:
+            model.fit(
+                inputs,
+                inputs[:, :1],
+                batch_size=4,
+                verbose=0,
+                callbacks=[record, PressCtrlC(), StopOnInterrupt()],
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        cli._INTERRUPT_REQUESTED.clear()
+    assert ended == steps_ended
+    assert raised.traceback[-1].name == raised_in
+    # Outside training a Ctrl-C stops at once again.
+    assert cli._LOOPS_STOPPING_AT_STEP_ENDS == 0
