@@ -13,7 +13,7 @@ import numpy as np
 import scipy.stats
 import tensorflow as tf
 
-from shared.callbacks import build_optimizer
+from shared.callbacks import StopOnInterrupt, build_optimizer
 from shared.saving import read_json_or_none, write_json
 
 log = logging.getLogger(__name__)
@@ -165,7 +165,7 @@ def time_one_epoch(
         epochs=1,
         shuffle=False,
         verbose=0,
-        callbacks=[clock, stop],
+        callbacks=[clock, stop, StopOnInterrupt()],
     )
     step_seconds = stop.timed_steps()[:timed]
     log.info(
@@ -190,7 +190,7 @@ def time_one_epoch(
             epochs=1 + WHOLE_EPOCHS_TIMED,
             shuffle=False,
             verbose=0,
-            callbacks=[epoch_clock],
+            callbacks=[epoch_clock, StopOnInterrupt()],
         )
         # Not the first epoch: it also starts fit, which training does once per run.
         whole_epoch = float(np.mean(np.diff(epoch_clock.times)[1:]))
@@ -204,9 +204,10 @@ def time_one_epoch(
         seconds = max(seconds, whole_epoch)
     model.set_weights(weights)
     if validation_data is not None:
-        model.evaluate(validation_data.take(1), verbose=0)  # trace the test step
+        # trace the test step
+        model.evaluate(validation_data.take(1), verbose=0, callbacks=[StopOnInterrupt()])
         started = time.perf_counter()
-        model.evaluate(validation_data, verbose=0)
+        model.evaluate(validation_data, verbose=0, callbacks=[StopOnInterrupt()])
         validation_seconds = time.perf_counter() - started
         log.info("Timing: one validation pass took %.1f s", validation_seconds)
         seconds += validation_seconds

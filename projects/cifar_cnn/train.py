@@ -49,7 +49,7 @@ from projects.cifar_cnn.model import (
     log_architecture,
 )
 from shared.budget import budgeted_epochs, time_one_epoch
-from shared.callbacks import standard_callbacks
+from shared.callbacks import StopOnInterrupt, standard_callbacks
 from shared.cli import fit_verbosity, run_training_cli
 from shared.distribute import select_strategy
 from shared.errors import UserError
@@ -483,7 +483,7 @@ def main(config: CifarConfig) -> dict:
     # --keep last by default here: choosing the epoch by its held-out accuracy would make
     # that accuracy optimistic, and the held-out images may be the test split.
     run.keep_chosen_epoch(saved_model)
-    probabilities = saved_model.predict(held_out, verbose=0)
+    probabilities = saved_model.predict(held_out, verbose=0, callbacks=[StopOnInterrupt()])
     metrics = classification_metrics(probabilities, data.held_out_labels, data.class_names)
     metrics.update(
         {

@@ -43,7 +43,7 @@ from projects.shakespeare.data import (
 from projects.shakespeare.generate import Generator
 from projects.shakespeare.model import compile_char_model, core_of, model_for
 from shared.budget import budgeted_epochs, time_one_epoch
-from shared.callbacks import standard_callbacks
+from shared.callbacks import StopOnInterrupt, standard_callbacks
 from shared.cli import fit_verbosity, run_training_cli
 from shared.distribute import select_strategy
 from shared.precision import training_precision
@@ -197,7 +197,7 @@ def _train_and_score(
     # --keep: the best validation epoch (default) or the last. Setting the wrapper's
     # weights sets the core's: they are the same variables.
     best_state = run.keep_chosen_epoch(model)
-    nats = float(core.evaluate(val_data, verbose=0))
+    nats = float(core.evaluate(val_data, verbose=0, callbacks=[StopOnInterrupt()]))
     prompt = sample_prompt(config.sample_prompt, vocabulary)
     sample = Generator(model).generate(
         prompt, config.sample_length, config.sample_temperature, seed=config.seed
