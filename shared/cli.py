@@ -343,19 +343,31 @@ def _exit_now(status: int) -> None:
 
 
 def _explain_interruption() -> None:
-    from shared.runs import active_run  # loaded by now: training had started
+    from shared.distribute import cluster_spec, worker_role  # loaded by now
+    from shared.runs import active_run
 
     run = active_run()
     if run is None:
         log.error("Training was interrupted before it started; nothing was written.")
         return
     run.close_log()
+    is_chief, index = worker_role()
+    if not is_chief:  # its run directory is a scratch copy; the chief's message is the one
+        log.error("Training interrupted (worker %d); the chief says how to resume.", index)
+        return
     arguments = list(sys.orig_argv[1:])
     if "--run-dir" not in arguments and not any(a.startswith("--run-dir=") for a in arguments):
         arguments += ["--run-dir", str(run.path)]
+    how = (
+        "start every worker again with the same command and the same --run-dir (under "
+        "shared.launch: the same launch command, with this --run-dir)"
+        if cluster_spec() is not None
+        else "run the same command with the same --run-dir"
+    )
     log.error(
         "Training interrupted. Completed epochs are kept in %s; to resume from the last "
-        "one, run the same command with the same --run-dir:\n  python %s",
+        "one, %s:\n  python %s",
         run.path,
+        how,
         shlex.join(arguments),
     )

@@ -160,6 +160,8 @@ def launch(command: Sequence[str], workers: int) -> int:
             time.sleep(0.2)
     except KeyboardInterrupt:
         _stop(processes)
+        with lock:
+            print("launch: interrupted; the workers are stopped.", file=sys.stderr, flush=True)
         status = 130
     for relay in relays:
         relay.join(timeout=5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -284,6 +285,40 @@ def test_a_killed_worker_stops_the_launch_and_a_relaunch_resumes(tmp_path):
     assert "Resuming the interrupted run" in resumed.stdout
     assert history_epochs(run_dir / "history.csv") == list(range(settings["epochs"]))
     assert_same_weights(run_dir / "model.keras", scratch(tmp_path, run_dir, 1) / "model.keras")
+
+
+def test_ctrl_c_stops_every_worker_and_only_the_chief_says_how_to_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    # Epochs of a few seconds, so the terminal's Ctrl-C lands mid-run.
+    settings = dict(XOR_SETTINGS, epochs=3, repeats=1024)
+    launcher = launch(
+        tmp_path,
+        "projects.xor_mlp.train",
+        *flags(settings),
+        "--run-dir",
+        str(run_dir),
+        background=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    deadline = time.monotonic() + 300
+    while not history_epochs(run_dir / "history.csv") and time.monotonic() < deadline:
+        assert launcher.poll() is None, "training ended before Ctrl-C could be pressed"
+        time.sleep(0.05)
+    os.killpg(launcher.pid, signal.SIGINT)  # the terminal signals the launcher and its workers
+    stdout, stderr = launcher.communicate(timeout=120)
+    assert launcher.returncode == 130, stdout[-3000:] + stderr[-1000:]
+    assert "launch: interrupted; the workers are stopped." in stderr
+    assert "Traceback" not in stdout + stderr, stdout[-3000:]
+    # Worker 1's run directory is a scratch copy: only the chief names the one to resume.
+    assert "[worker 1] Training interrupted (worker 1); the chief says how to resume." in (
+        re.sub(r"\[worker 1\] [0-9:]+ ", "[worker 1] ", stdout)
+    ), stdout[-3000:]
+    assert f"Completed epochs are kept in {run_dir}; to resume from the last one, start every" in (
+        stdout
+    ), stdout[-3000:]
+    assert stdout.count("Completed epochs are kept in") == 1
 
 
 TIMED_ON_EACH_WORKER = """
