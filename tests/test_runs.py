@@ -5,6 +5,11 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
@@ -16,6 +21,7 @@ from shared.callbacks import standard_callbacks
 from shared.runs import RunError, load_run
 from shared.saving import ModelFileError
 from shared.sweep import SweepError, finished_or_train
+from tests.helpers import REPO_ROOT, history_epochs
 
 QUICK = dict(epochs=3, repeats=16, numpy_epochs=50)
 
@@ -205,12 +211,7 @@ def test_a_one_epoch_training_curve_shows_its_points(tmp_path):
 
 
 def test_training_on_a_terminal_shows_the_progress_bar_and_time_left(tmp_path):
-    import os
     import pty
-    import subprocess
-    import sys
-
-    from tests.helpers import REPO_ROOT
 
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
@@ -254,3 +255,41 @@ def test_a_sweep_training_refused_by_its_flags_says_so_and_names_no_log(tmp_path
     assert "Fix what it names and re-run this command." in message
     assert "train.log" not in message and "continue from there" not in message
     assert not run_dir.exists()
+
+
+SWEEP_OF_ONE = """
+import sys
+from pathlib import Path
+from shared.cli import exit_on_user_error, setup_logging
+from shared.sweep import finished_or_train
+setup_logging()
+arguments = ["--quick", "--epochs", "3", "--repeats", "2048"]
+run_dir = Path(sys.argv[1])
+exit_on_user_error(lambda: finished_or_train("projects.xor_mlp.train", arguments, run_dir))
+"""
+
+
+def test_ctrl_c_in_a_sweep_lets_its_training_stop_and_say_how_to_resume(tmp_path):
+    # subprocess.run would SIGKILL the training mid-step, silently; the terminal's Ctrl-C
+    # reaches both, and the training stops at its step's end and prints its resume line.
+    run_dir = tmp_path / "xor"
+    sweep = subprocess.Popen(
+        [sys.executable, "-c", SWEEP_OF_ONE, str(run_dir)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    deadline = time.monotonic() + 120
+    while not history_epochs(run_dir / "history.csv") and time.monotonic() < deadline:
+        assert sweep.poll() is None, "the sweep ended before Ctrl-C could be pressed"
+        time.sleep(0.05)
+    os.killpg(sweep.pid, signal.SIGINT)
+    _, stderr = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    assert f"Training interrupted. Completed epochs are kept in {run_dir}" in stderr
+    assert "Interrupted during xor. Re-run this command to continue" in stderr
+    with pytest.raises(ProcessLookupError):  # the training ended with the sweep
+        os.killpg(sweep.pid, 0)
