@@ -277,8 +277,10 @@ def _on_interrupt(signum: int, frame: Any) -> None:
     _INTERRUPT_REQUESTED.set()
     if first and _LOOPS_STOPPING_AT_STEP_ENDS > 0:
         # No logging here: a signal handler can interrupt a write to the same stream.
+        # On a terminal, Keras's progress bar holds the line: start a new one.
         with contextlib.suppress(OSError):
-            os.write(2, b"Stopping after this step (Ctrl-C again stops at once).\n")
+            newline = b"\n" if os.isatty(2) else b""
+            os.write(2, newline + b"Stopping after this step (Ctrl-C again stops at once).\n")
         return
     _LOOPS_STOPPING_AT_STEP_ENDS = 0
     # Outside a Keras loop Python raises KeyboardInterrupt wherever the main thread
