@@ -315,15 +315,24 @@ def run_training_cli(
         config = parse_config(config_class, argv, description)
 
     def train() -> Any:
-        if threading.current_thread() is threading.main_thread():
+        # A job its shell started with Ctrl-C ignored (`cmd &` in a script) stays so.
+        main_thread = threading.current_thread() is threading.main_thread()
+        if main_thread and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             signal.signal(signal.SIGINT, _on_interrupt)
         try:
             return main(config)
         except KeyboardInterrupt:
-            _explain_interruption()
-            if threading.current_thread() is threading.main_thread():
-                _exit_now(130)
-            raise SystemExit(130) from None
+            pass
+        except Exception:
+            if not interrupt_requested():
+                raise
+            # Ctrl-C reached every worker of a multi-worker run; one that stopped at
+            # its step's end leaves the others' next collective failing ("tasks are
+            # unhealthy"). That failure is the interruption, not a crash.
+        _explain_interruption()
+        if main_thread:
+            _exit_now(130)
+        raise SystemExit(130) from None
 
     return exit_on_user_error(train)
 

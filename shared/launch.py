@@ -80,6 +80,29 @@ def _stop(processes: Sequence[subprocess.Popen]) -> None:
             process.wait()
 
 
+def _stop_after_ctrl_c(processes: Sequence[subprocess.Popen]) -> None:
+    """Let the workers stop by themselves, else interrupt them, else stop them.
+
+    A terminal's Ctrl-C reaches the workers too (the same process group): each stops
+    at the end of a step and says so. SIGTERM at once would interrupt that, and
+    TensorFlow's multi-worker runtime catches SIGTERM itself (a worker then hung in
+    its step until it was killed). A Ctrl-C sent to the launcher alone is passed on.
+    """
+    for stop in (None, signal.SIGINT):
+        deadline = time.monotonic() + (STOP_GRACE_SECONDS * 6 if stop is None else 10.0)
+        for process in processes:
+            if stop is not None and process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(stop)
+        try:
+            for process in processes:
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            return
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            continue
+    _stop(processes)
+
+
 def launch(command: Sequence[str], workers: int) -> int:
     """Run ``command`` as ``workers`` cooperating workers; return the exit status.
 
@@ -159,7 +182,7 @@ def launch(command: Sequence[str], workers: int) -> int:
                 break
             time.sleep(0.2)
     except KeyboardInterrupt:
-        _stop(processes)
+        _stop_after_ctrl_c(processes)
         with lock:
             print("launch: interrupted; the workers are stopped.", file=sys.stderr, flush=True)
         status = 130

@@ -50,3 +50,20 @@ def kill_after_first_epoch(module: str, args: list[str], run_dir: Path) -> None:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+# Runs the rest of its command line with SIGINT's default meaning, then execs it.
+_RESTORE_CTRL_C = (
+    "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def as_terminal_job(command: list[str]) -> list[str]:
+    """``command`` as a terminal's foreground job gets it: Ctrl-C not ignored.
+
+    A shell starts background jobs (``cmd &``, often CI's) with SIGINT ignored, exec
+    keeps that, and Python then leaves it ignored: a Ctrl-C test run that way would
+    test a process that cannot be interrupted.
+    """
+    return [sys.executable, "-c", _RESTORE_CTRL_C, *command]

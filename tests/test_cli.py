@@ -16,7 +16,7 @@ from projects.xor_mlp.config import XorConfig
 from projects.xor_mlp.train import main as train_xor
 from shared.cli import filter_startup_lines
 from shared.runs import INFERENCE_MODULES, RunError, TrainingDiverged, load_run
-from tests.helpers import REPO_ROOT, history_epochs, run_module
+from tests.helpers import REPO_ROOT, as_terminal_job, history_epochs, run_module
 
 # ``-X importtime`` lists every import on stderr; the quiet start-up filter would hide the
 # lines printed while TensorFlow loads, so these runs keep stderr verbatim.
@@ -309,7 +309,7 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     flags = ["--epochs", "5", "--quick", "--repeats", "2048"]
     command = [sys.executable, "-m", "projects.xor_mlp.train", *flags]
     process = subprocess.Popen(
-        [*command, "--run-dir", str(run_dir)],
+        as_terminal_job([*command, "--run-dir", str(run_dir)]),
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

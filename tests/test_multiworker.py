@@ -23,7 +23,7 @@ from projects.xor_mlp.train import main as train_xor
 from shared.distribute import ClusterError, select_strategy, worker_count, worker_role
 from shared.launch import free_ports, tf_config
 from shared.runs import worker_scratch_dir
-from tests.helpers import REPO_ROOT, history_epochs
+from tests.helpers import REPO_ROOT, as_terminal_job, history_epochs
 
 XOR_SETTINGS = dict(seed=3, epochs=4, batch_size=16, repeats=16, numpy_epochs=10)
 STOCK_SETTINGS = dict(StockConfig.QUICK, seed=1)
@@ -37,6 +37,8 @@ def launch(tmp_path: Path, module: str, *args: str, workers: int = 2, **popen):
     """``python -m shared.launch --workers N -- python -m module args`` (scratch in tmp_path)."""
     command = [sys.executable, "-m", "shared.launch", "--workers", str(workers), "--"]
     command += [sys.executable, "-m", module, "--strategy", "multiworker", *args]
+    if popen.pop("terminal_job", False):
+        command = as_terminal_job(command)
     env = {**os.environ, "TMPDIR": str(tmp_path / "tmp"), "PYTHONUNBUFFERED": "1"}
     (tmp_path / "tmp").mkdir(exist_ok=True)
     if popen.pop("background", False):
@@ -301,6 +303,7 @@ def test_ctrl_c_stops_every_worker_and_only_the_chief_says_how_to_resume(tmp_pat
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,  # its own process group, as a terminal's foreground job
+        terminal_job=True,
     )
     deadline = time.monotonic() + 300
     while not history_epochs(run_dir / "history.csv") and time.monotonic() < deadline:

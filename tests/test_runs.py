@@ -21,7 +21,7 @@ from shared.callbacks import standard_callbacks
 from shared.runs import RunError, load_run
 from shared.saving import ModelFileError
 from shared.sweep import SweepError, finished_or_train
-from tests.helpers import REPO_ROOT, history_epochs
+from tests.helpers import REPO_ROOT, as_terminal_job, history_epochs
 
 QUICK = dict(epochs=3, repeats=16, numpy_epochs=50)
 
@@ -274,7 +274,7 @@ def test_ctrl_c_in_a_sweep_lets_its_training_stop_and_say_how_to_resume(tmp_path
     # reaches both, and the training stops at its step's end and prints its resume line.
     run_dir = tmp_path / "xor"
     sweep = subprocess.Popen(
-        [sys.executable, "-c", SWEEP_OF_ONE, str(run_dir)],
+        as_terminal_job([sys.executable, "-c", SWEEP_OF_ONE, str(run_dir)]),
         cwd=REPO_ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
