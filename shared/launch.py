@@ -34,6 +34,9 @@ from collections.abc import Sequence
 from shared.config import program_name
 
 STOP_GRACE_SECONDS = 10.0
+# After Ctrl-C: how long the workers get to finish their step and stop by themselves
+# (one step of a large CPU batch can take half a minute).
+CTRL_C_GRACE_SECONDS = 60.0
 RUN_STAMP_VARIABLE = "RUN_STAMP"
 
 
@@ -89,7 +92,8 @@ def _stop_after_ctrl_c(processes: Sequence[subprocess.Popen]) -> None:
     its step until it was killed). A Ctrl-C sent to the launcher alone is passed on.
     """
     for stop in (None, signal.SIGINT):
-        deadline = time.monotonic() + (STOP_GRACE_SECONDS * 6 if stop is None else 10.0)
+        grace = CTRL_C_GRACE_SECONDS if stop is None else STOP_GRACE_SECONDS
+        deadline = time.monotonic() + grace
         for process in processes:
             if stop is not None and process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
