@@ -83,13 +83,18 @@ def _stop(processes: Sequence[subprocess.Popen]) -> None:
             process.wait()
 
 
-def _stop_after_ctrl_c(processes: Sequence[subprocess.Popen]) -> None:
-    """Let the workers stop by themselves, else interrupt them, else stop them.
+def stop_after_ctrl_c(processes: Sequence[subprocess.Popen]) -> None:
+    """Let child trainings stop by themselves, else interrupt them, else stop them.
 
-    A terminal's Ctrl-C reaches the workers too (the same process group): each stops
-    at the end of a step and says so. SIGTERM at once would interrupt that, and
+    A terminal's Ctrl-C reaches the children too (the same process group): each
+    stops at the end of a step and says how to resume. SIGTERM or SIGKILL at once
+    would cut that short (``subprocess.run`` kills at once, without a word), and
     TensorFlow's multi-worker runtime catches SIGTERM itself (a worker then hung in
-    its step until it was killed). A Ctrl-C sent to the launcher alone is passed on.
+    its step until it was killed). A Ctrl-C sent to the parent alone (``kill -INT``)
+    is passed on after the grace period; a second Ctrl-C skips the wait.
+
+    Args:
+        processes: The children, e.g. a launch's workers or a sweep's training.
     """
     for stop in (None, signal.SIGINT):
         grace = CTRL_C_GRACE_SECONDS if stop is None else STOP_GRACE_SECONDS
@@ -186,7 +191,7 @@ def launch(command: Sequence[str], workers: int) -> int:
                 break
             time.sleep(0.2)
     except KeyboardInterrupt:
-        _stop_after_ctrl_c(processes)
+        stop_after_ctrl_c(processes)
         with lock:
             print("launch: interrupted; the workers are stopped.", file=sys.stderr, flush=True)
         status = 130

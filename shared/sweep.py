@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import csv
 import logging
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from shared.errors import UserError
+from shared.launch import stop_after_ctrl_c
 from shared.saving import atomic_path
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def finished_or_train(module: str, arguments: Sequence[str], run_dir: Path) -> N
     try:
         returncode = training.wait()
     except KeyboardInterrupt:
-        _stop_after_ctrl_c(training)
+        stop_after_ctrl_c([training])
         log.error(
             "Interrupted during %s. Re-run this command to continue: finished runs are "
             "reused, and %s resumes from its last completed epoch (if it completed one).",
@@ -67,31 +67,6 @@ def finished_or_train(module: str, arguments: Sequence[str], run_dir: Path) -> N
         f"training {run_dir.name} failed (exit {returncode}); {its_log}"
         "Re-run this command to continue from there."
     )
-
-
-# A training that got the terminal's Ctrl-C stops at the end of its step and says so;
-# one step of a large CPU batch can take half a minute.
-STOP_GRACE_SECONDS = 60.0
-
-
-def _stop_after_ctrl_c(training: subprocess.Popen) -> None:
-    """Let ``training`` stop by itself, else interrupt it, else kill it.
-
-    Ctrl-C in a terminal reaches the training too (the same process group), and it
-    stops at the end of its step, printing how to resume. ``subprocess.run`` would
-    kill it at once, mid-step and without a word. A Ctrl-C sent to this process
-    alone (``kill -INT``) is passed on after the grace period.
-    """
-    for stop in (None, signal.SIGINT, signal.SIGKILL):
-        if stop is not None and training.poll() is None:
-            training.send_signal(stop)
-        try:
-            training.wait(timeout=STOP_GRACE_SECONDS if stop is None else 10.0)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-        except KeyboardInterrupt:  # Ctrl-C again: the training stops at once too
-            continue
 
 
 def read_history(run_dir: Path) -> list[dict[str, float]]:
