@@ -19,18 +19,20 @@ from shared.saving import atomic_path  # noqa: E402
 _NOT_CURVES = {"epoch", "epoch_seconds", "examples_per_second", "learning_rate"}
 
 
-def save_figure(figure: plt.Figure, path: str | os.PathLike) -> Path:
+def save_figure(figure: plt.Figure, path: str | os.PathLike, tight: bool = True) -> Path:
     """Save ``figure`` as a PNG, atomically (temporary file + rename), and close it.
 
     Args:
         figure: The figure.
         path: Destination ``.png``.
+        tight: Fit the subplots with a tight layout, unless the figure has its own
+            layout engine; False when the axes were placed by hand.
 
     Returns:
         The path written.
     """
     path = Path(path)
-    if figure.get_layout_engine() is None:
+    if tight and figure.get_layout_engine() is None:
         figure.tight_layout()
     try:
         with atomic_path(path) as temporary:

@@ -19,12 +19,14 @@ import tempfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 
 from shared.errors import UserError
+
+if TYPE_CHECKING:  # imported where a model is loaded: this module also serves code without it
+    import keras
 
 TEMPORARY_PREFIX = ".tmp-"
 
@@ -274,6 +276,8 @@ def load_model(path: str | os.PathLike, compile: bool = True) -> keras.Model:  #
     Returns:
         The loaded model.
     """
+    import keras  # TensorFlow's start-up (seconds), only when a model is loaded
+
     path = check_model_file(path)
     _import_layer_modules(path)
     try:

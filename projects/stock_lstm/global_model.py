@@ -28,7 +28,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from projects.stock_lstm.config import StockConfig
+from projects.stock_lstm.config import StockConfig, parse_tickers
 from projects.stock_lstm.data import (
     Split,
     Windows,
@@ -85,24 +85,6 @@ def split_at_dates(windows: Windows, reference: Windows, reference_split: Split)
             )
         bounds[name] = slice(start, stop)
     return Split(bounds["train"], bounds["val"], bounds["test"])
-
-
-def parse_tickers(text: str) -> list[str]:
-    """``"AAPL, msft, my.csv"`` -> ``["AAPL", "MSFT", "my.csv"]``; at least two, no repeats.
-
-    Entries ending in ``.csv`` are price files (as ``--csv`` reads them), kept as written.
-    """
-    tickers = [
-        part.strip() if part.strip().lower().endswith(".csv") else part.strip().upper()
-        for part in text.split(",")
-        if part.strip()
-    ]
-    if len(tickers) < 2 or len(set(tickers)) != len(tickers):
-        raise UserError(
-            f"--tickers {text!r}: give two or more different tickers separated by commas, "
-            "e.g. --tickers AAPL,MSFT,NVDA,GOOGL."
-        )
-    return tickers
 
 
 def series_name(entry: str) -> str:
