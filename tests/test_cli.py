@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -316,7 +317,8 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     run_dir = tmp_path / "run"
     # Few long epochs (512 steps, seconds each): the interrupt lands mid-run even when the
     # machine is busy and this loop polls late, and the resumed run has little left to do.
-    flags = ["--epochs", "5", "--quick", "--repeats", "2048"]
+    # (A SIGKILLed run resumes the same way: test_checkpoint.py kills at every step.)
+    flags = ["--epochs", "3", "--quick", "--repeats", "2048"]
     command = [sys.executable, "-m", "projects.xor_mlp.train", *flags]
     process = subprocess.Popen(
         as_terminal_job([*command, "--run-dir", str(run_dir)]),
@@ -326,7 +328,7 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
         text=True,
     )
     deadline = time.monotonic() + 120
-    while len(history_epochs(run_dir / "history.csv")) < 2 and time.monotonic() < deadline:
+    while not history_epochs(run_dir / "history.csv") and time.monotonic() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
@@ -341,7 +343,10 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     resumed = run_module("projects.xor_mlp.train", *flags, "--run-dir", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Resuming the interrupted run" in resumed.stderr
-    assert history_epochs(run_dir / "history.csv") == list(range(5))
+    assert "Epoch 1/3" not in resumed.stdout  # it did not start over
+    assert history_epochs(run_dir / "history.csv") == list(range(3))
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
+    assert not (run_dir / "backup").exists()
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the drop itself

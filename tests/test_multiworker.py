@@ -138,40 +138,6 @@ def test_more_workers_than_open_files_allow_is_a_clear_error():
     assert "Traceback" not in result.stderr
 
 
-def test_two_workers_train_xor_like_one_process(tmp_path):
-    run_dir = tmp_path / "run"
-    result = launch(
-        tmp_path, "projects.xor_mlp.train", *flags(XOR_SETTINGS), "--run-dir", str(run_dir)
-    )
-    assert result.returncode == 0, result.stdout[-3000:]
-    assert "[worker 0]" in result.stdout and "[worker 1]" in result.stdout
-    assert "launch: all 2 workers finished." in result.stdout
-    # The workers' collective calls outside fit (state sync, end barrier) run as
-    # tf.functions: eagerly, TensorFlow logs a warning about each one's overhead.
-    assert "eagerly" not in result.stdout
-
-    # Only the chief wrote the run directory, and it is complete.
-    for name in ("config.json", "metrics.json", "history.csv", "model.keras", "last.keras"):
-        assert (run_dir / name).exists(), name
-    assert (run_dir / "plots" / "training_curves.png").exists()
-    assert not (run_dir / "backup").exists()
-    worker_dir = scratch(tmp_path, run_dir, 1)
-    assert worker_dir.is_dir() and run_dir not in worker_dir.parents
-    assert history_epochs(run_dir / "history.csv") == list(range(XOR_SETTINGS["epochs"]))
-    # Both workers end with the same weights.
-    assert_same_weights(run_dir / "model.keras", worker_dir / "model.keras")
-
-    single = train_xor(XorConfig(strategy="default", run_dir=str(tmp_path / "one"), **XOR_SETTINGS))
-    multi = json.loads((run_dir / "metrics.json").read_text())
-    np.testing.assert_allclose(
-        multi["mlp"]["probabilities"], single["mlp"]["probabilities"], rtol=1e-5, atol=1e-6
-    )
-    history_multi = np.genfromtxt(run_dir / "history.csv", delimiter=",", names=True)
-    history_single = np.genfromtxt(tmp_path / "one" / "history.csv", delimiter=",", names=True)
-    np.testing.assert_allclose(history_multi["loss"], history_single["loss"], rtol=1e-5)
-    assert_same_weights(run_dir / "model.keras", tmp_path / "one" / "model.keras", 1e-5, 1e-6)
-
-
 def test_two_workers_train_the_stock_forecaster_like_one_process(tmp_path):
     run_dir = tmp_path / "run"
     cache = ["--cache-dir", str(tmp_path / "cache")]
@@ -256,9 +222,11 @@ def _worker_pid(launcher_pid: int, index: int) -> int | None:
     return None
 
 
-def test_a_killed_worker_stops_the_launch_and_a_relaunch_resumes(tmp_path):
+def test_a_killed_worker_stops_the_launch_and_the_relaunch_ends_like_one_process(tmp_path):
+    # One launch checks both: a worker killed after the first epoch stops the launch,
+    # and the relaunch resumes and ends exactly where a one-process run ends.
     run_dir = tmp_path / "run"
-    settings = dict(XOR_SETTINGS, epochs=8)
+    settings = dict(XOR_SETTINGS, epochs=6)
     args = [*flags(settings), "--run-dir", str(run_dir)]
     launcher = launch(
         tmp_path,
@@ -285,8 +253,30 @@ def test_a_killed_worker_stops_the_launch_and_a_relaunch_resumes(tmp_path):
     resumed = launch(tmp_path, "projects.xor_mlp.train", *args)
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     assert "Resuming the interrupted run" in resumed.stdout
+    assert "[worker 0]" in resumed.stdout and "[worker 1]" in resumed.stdout
+    assert "launch: all 2 workers finished." in resumed.stdout
+    # The workers' collective calls outside fit (state sync, end barrier) run as
+    # tf.functions: eagerly, TensorFlow logs a warning about each one's overhead.
+    assert "eagerly" not in resumed.stdout
+    # Only the chief wrote the run directory, and it is complete.
+    for name in ("config.json", "metrics.json", "history.csv", "model.keras", "last.keras"):
+        assert (run_dir / name).exists(), name
+    assert (run_dir / "plots" / "training_curves.png").exists()
+    assert not (run_dir / "backup").exists()
+    worker_dir = scratch(tmp_path, run_dir, 1)
+    assert worker_dir.is_dir() and run_dir not in worker_dir.parents
     assert history_epochs(run_dir / "history.csv") == list(range(settings["epochs"]))
-    assert_same_weights(run_dir / "model.keras", scratch(tmp_path, run_dir, 1) / "model.keras")
+    # Both workers end with the same weights, and those of one process trained throughout.
+    assert_same_weights(run_dir / "model.keras", worker_dir / "model.keras")
+    single = train_xor(XorConfig(strategy="default", run_dir=str(tmp_path / "one"), **settings))
+    multi = json.loads((run_dir / "metrics.json").read_text())
+    np.testing.assert_allclose(
+        multi["mlp"]["probabilities"], single["mlp"]["probabilities"], rtol=1e-5, atol=1e-6
+    )
+    history_multi = np.genfromtxt(run_dir / "history.csv", delimiter=",", names=True)
+    history_single = np.genfromtxt(tmp_path / "one" / "history.csv", delimiter=",", names=True)
+    np.testing.assert_allclose(history_multi["loss"], history_single["loss"], rtol=1e-5)
+    assert_same_weights(run_dir / "model.keras", tmp_path / "one" / "model.keras", 1e-5, 1e-6)
 
 
 def test_ctrl_c_stops_every_worker_and_only_the_chief_says_how_to_resume(tmp_path):
