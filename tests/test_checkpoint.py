@@ -40,12 +40,14 @@ KILLING_DRIVER = textwrap.dedent(
     """
     import os, signal, sys
 
+    import keras
+
     from projects.xor_mlp.config import XorConfig
-    from shared import callbacks, saving
+    from shared import callbacks
     from shared.cli import run_training_cli
 
     owner_name, function_name, kill_at_call = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    owner = {"RunCheckpoint": callbacks.RunCheckpoint, "Model": saving.keras.Model}[owner_name]
+    owner = {"RunCheckpoint": callbacks.RunCheckpoint, "Model": keras.Model}[owner_name]
     original = getattr(owner, function_name)
     calls = 0
 
