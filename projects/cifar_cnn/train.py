@@ -617,5 +617,6 @@ def plot_examples(images, labels, probabilities, class_names, path, seed: int, c
     figure.suptitle("true class / predicted class (mistakes in red, marked x)")
     save_figure(figure, path, tight=False)  # the axes' place is set above
 
+
 if __name__ == "__main__":
     run_training_cli(main, CifarConfig)
