@@ -56,7 +56,7 @@ from shared.benchmarks import cpu_name
 from shared.cli import exit_on_user_error, setup_logging
 from shared.errors import UserError
 from shared.export import ExportError, export_run
-from shared.runs import INFERENCE_MODULES
+from shared.saving import INFERENCE_MODULES
 
 log = logging.getLogger(__name__)
 

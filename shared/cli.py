@@ -33,7 +33,8 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from shared.config import TrainConfig, parse_config
-from shared.errors import UserError, no_run_directory
+from shared.errors import UserError
+from shared.saving import finished_run_files
 
 ConfigT = TypeVar("ConfigT", bound=TrainConfig)
 
@@ -156,8 +157,10 @@ def parse_args_before_tensorflow(
 ) -> argparse.Namespace:
     """`parse_before_tensorflow` for an inference script's own ``argparse`` parser.
 
-    A ``--run-dir`` that does not exist is refused here too, in a second rather
-    than after TensorFlow's start-up: every script with that flag reads a run.
+    A ``--run-dir`` that is not a finished, usable run (missing, unfinished,
+    diverged, or without the model file ``--which`` names) is refused here too,
+    in a second rather than after TensorFlow's start-up: every script with that
+    flag reads a run.
 
     Args:
         parser: The script's parser.
@@ -166,14 +169,13 @@ def parse_args_before_tensorflow(
             `UserError` it raises is printed as one line, with exit status 2.
     """
     args = parser.parse_args(argv)
-    run_dir = getattr(args, "run_dir", None)
-    if isinstance(run_dir, str) and not os.path.isdir(run_dir):
-        setup_logging(logging.WARNING)
-        log.error("error: %s", no_run_directory(run_dir))
-        raise SystemExit(2)
     if check is not None:
         setup_logging(logging.WARNING)
         exit_on_user_error(lambda: check(args))
+    run_dir = getattr(args, "run_dir", None)
+    if isinstance(run_dir, str):
+        setup_logging(logging.WARNING)
+        exit_on_user_error(lambda: finished_run_files(run_dir, getattr(args, "which", "model")))
     load_tensorflow_quietly()
     return args
 

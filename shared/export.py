@@ -108,8 +108,8 @@ import numpy as np
 import tensorflow as tf
 
 from shared.cli import exit_on_user_error, setup_logging
-from shared.runs import INFERENCE_MODULES, LoadedRun, load_run
-from shared.saving import atomic_folder, check_output_folder, write_json
+from shared.runs import LoadedRun, load_run
+from shared.saving import INFERENCE_MODULES, atomic_folder, check_output_folder, write_json
 
 log = logging.getLogger(__name__)
 

@@ -44,10 +44,12 @@ import tensorflow as tf
 
 from shared.config import TrainConfig
 from shared.distribute import wait_for_all_workers, worker_role
-from shared.errors import UserError, no_run_directory
+from shared.errors import UserError
 from shared.plots import plot_history
 from shared.saving import (
     ModelFileError,
+    RunError,
+    finished_run_files,
     load_model,
     read_json,
     read_json_or_none,
@@ -61,21 +63,10 @@ log = logging.getLogger(__name__)
 RUNS_ROOT = Path("runs")
 
 
-class RunError(UserError):
-    """A run directory cannot be used as asked."""
-
-
 class TrainingDiverged(UserError):
     """The loss diverged: the trained weights are NaN or infinite."""
 
 
-# The inference command of each project, for messages and the end of a training run.
-INFERENCE_MODULES = {
-    "xor_mlp": "projects.xor_mlp.predict",
-    "stock_lstm": "projects.stock_lstm.forecast",
-    "shakespeare": "projects.shakespeare.generate",
-    "cifar_cnn": "projects.cifar_cnn.predict",
-}
 NEXT_STEPS = {
     "xor_mlp": "python -m projects.xor_mlp.predict --run-dir {run_dir} 1 0",
     "stock_lstm": "python -m projects.stock_lstm.forecast --run-dir {run_dir} --days 5",
@@ -441,44 +432,12 @@ def load_run(run_dir: str | os.PathLike, which: str = "model", inference: str = 
         shared.saving.ModelFileError: The model file is missing, damaged, or
             holds NaN or infinite weights.
     """
-    if which not in ("model", "best", "last"):
-        raise ValueError(f"which must be 'model', 'best' or 'last', got {which!r}")
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise RunError(no_run_directory(str(path)))
-    config_file = path / "config.json"
-    if not config_file.exists():
-        raise RunError(f"{path} is not a run directory (it has no config.json).")
-    config = read_json(config_file)
-    project = config.get("project") if isinstance(config, dict) else None
-    if (
-        inference
-        and project in INFERENCE_MODULES
-        and not inference.startswith(f"projects.{project}.")
-    ):
-        raise RunError(
-            f"{path} is a {project} run; use python -m {INFERENCE_MODULES[project]} "
-            f"--run-dir {path}"
-        )
-    metrics_file = path / "metrics.json"
-    if not metrics_file.exists():
-        raise RunError(
-            f"{path} holds an unfinished run (no metrics.json). Re-run its training "
-            "command to resume it, or choose another run."
-        )
-    metrics = read_json(metrics_file)
-    if metrics.get("status") == "diverged":
-        raise RunError(
-            f"{path} holds a run whose training diverged (its loss became NaN or infinite); "
-            "it has no usable model. Train again with a lower --learning-rate."
-        )
-    # model.keras holds the epoch --keep chose; the other one has its own file.
-    kept = config.get("keep", "best") if isinstance(config, dict) else "best"
-    model_file = path / ("model.keras" if which in ("model", kept) else f"{which}.keras")
+    files = finished_run_files(run_dir, which, inference)
+    model_file = files.model_file
     model = load_model(model_file, compile=False)
     if not weights_are_finite(model):
         raise ModelFileError(
             f"{model_file} holds NaN or infinite weights: its training diverged. "
             "Train again with a lower --learning-rate."
         )
-    return LoadedRun(path=path, config=config, metrics=metrics, model=model)
+    return LoadedRun(path=files.path, config=files.config, metrics=files.metrics, model=model)

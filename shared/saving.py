@@ -9,6 +9,7 @@ over the target, so the target is always either the old or the new model.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import importlib
 import json
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shared.errors import UserError
+from shared.errors import UserError, no_run_directory
 
 if TYPE_CHECKING:  # imported where a model is loaded: this module also serves code without it
     import keras
@@ -37,6 +38,10 @@ class ModelFileError(UserError):
 
 class RunFileError(UserError):
     """A file of a run directory (JSON) is missing or damaged."""
+
+
+class RunError(UserError):
+    """A run directory cannot be used as asked."""
 
 
 class OutputFolderError(UserError):
@@ -297,3 +302,84 @@ def _import_layer_modules(path: Path) -> None:
         config = archive.read("config.json").decode("utf-8", errors="replace")
     for module in sorted(set(_OWN_MODULE.findall(config))):
         importlib.import_module(module)
+
+
+# The inference command of each project, for messages and the end of a training run.
+INFERENCE_MODULES = {
+    "xor_mlp": "projects.xor_mlp.predict",
+    "stock_lstm": "projects.stock_lstm.forecast",
+    "shakespeare": "projects.shakespeare.generate",
+    "cifar_cnn": "projects.cifar_cnn.predict",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishedRunFiles:
+    """A finished run's settings and metrics, and the model file asked for."""
+
+    path: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    model_file: Path
+
+
+def finished_run_files(
+    run_dir: str | os.PathLike, which: str = "model", inference: str = ""
+) -> FinishedRunFiles:
+    """Check that ``run_dir`` holds a finished, usable run, reading only its files.
+
+    Everything `shared.runs.load_run` checks before it loads the model, without
+    TensorFlow, so an inference command can refuse a bad run in a second.
+
+    Args:
+        run_dir: The run directory (``runs/<project>/latest`` works).
+        which: ``model`` for ``model.keras`` (the epoch ``--keep`` chose), ``best``
+            for the best validation epoch, ``last`` for the last epoch.
+        inference: The calling inference module (e.g. ``projects.xor_mlp.predict``);
+            a run of another project than the module's is then refused, naming
+            the module to use.
+
+    Returns:
+        The run's `FinishedRunFiles`.
+
+    Raises:
+        RunError: The folder is missing, is not a finished run, is another
+            project's run, or holds a diverged run.
+        RunFileError: Its config.json or metrics.json is damaged.
+        ModelFileError: The model file is missing or damaged.
+    """
+    if which not in ("model", "best", "last"):
+        raise ValueError(f"which must be 'model', 'best' or 'last', got {which!r}")
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise RunError(no_run_directory(str(path)))
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise RunError(f"{path} is not a run directory (it has no config.json).")
+    config = read_json(config_file)
+    project = config.get("project") if isinstance(config, dict) else None
+    if (
+        inference
+        and project in INFERENCE_MODULES
+        and not inference.startswith(f"projects.{project}.")
+    ):
+        raise RunError(
+            f"{path} is a {project} run; use python -m {INFERENCE_MODULES[project]} "
+            f"--run-dir {path}"
+        )
+    metrics_file = path / "metrics.json"
+    if not metrics_file.exists():
+        raise RunError(
+            f"{path} holds an unfinished run (no metrics.json). Re-run its training "
+            "command to resume it, or choose another run."
+        )
+    metrics = read_json(metrics_file)
+    if metrics.get("status") == "diverged":
+        raise RunError(
+            f"{path} holds a run whose training diverged (its loss became NaN or infinite); "
+            "it has no usable model. Train again with a lower --learning-rate."
+        )
+    # model.keras holds the epoch --keep chose; the other one has its own file.
+    kept = config.get("keep", "best") if isinstance(config, dict) else "best"
+    model_file = path / ("model.keras" if which in ("model", kept) else f"{which}.keras")
+    return FinishedRunFiles(path, config, metrics, check_model_file(model_file))

@@ -279,13 +279,6 @@ def test_predict_cli_classifies_images_and_reports_a_non_image(quick_runs, tmp_p
     assert "Traceback" not in result.stderr
 
 
-def test_predict_cli_without_a_finished_run_says_so(tmp_path):
-    result = run_module("projects.cifar_cnn.predict", "--run-dir", str(tmp_path), "x.png")
-    assert result.returncode == 2
-    assert "is not a run directory" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
 def test_training_on_an_image_folder_reports_its_validation_split(tmp_path):
     images, labels = load_bundled_sample(32)
     images, labels = limit_images(images, labels, 200, seed=0)
@@ -529,7 +522,9 @@ def test_inspect_cli_writes_kernels_feature_maps_and_grad_cam(quick_runs, tmp_pa
     assert "Traceback" not in result.stderr
 
 
-def test_inspect_cli_names_a_bad_layer_and_a_non_image(quick_runs, tmp_path):
+def test_inspect_cli_names_a_bad_layer_and_a_non_image(quick_runs, tmp_path, capsys):
+    from projects.cifar_cnn.inspect import main as inspect_main
+
     run_dir, _ = quick_runs["airbench"]  # the answers do not depend on the architecture
     image = next((_sample_folder(tmp_path / "images", ["cat"], 1) / "cat").iterdir())
     bad_layer = run_module(
@@ -538,12 +533,14 @@ def test_inspect_cli_names_a_bad_layer_and_a_non_image(quick_runs, tmp_path):
     assert bad_layer.returncode == 2
     assert "--layer 'nope' is not a feature-map layer" in bad_layer.stderr
     assert "valid names:" in bad_layer.stderr and "Traceback" not in bad_layer.stderr
+    # The same command in this process: the command line's handling is checked above.
     (tmp_path / "notes.txt").write_text("not an image")
-    not_image = run_module(
-        "projects.cifar_cnn.inspect", "--run-dir", str(run_dir), str(tmp_path / "notes.txt")
-    )
-    assert not_image.returncode == 2
-    assert f"cannot read {tmp_path / 'notes.txt'}: it is not an image file" in not_image.stderr
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as not_image:
+        inspect_main(["--run-dir", str(run_dir), str(tmp_path / "notes.txt")])
+    said = capsys.readouterr().err
+    assert not_image.value.code == 2
+    assert f"cannot read {tmp_path / 'notes.txt'}: it is not an image file" in said
 
 
 def test_grad_cam_finds_the_region_that_raises_the_class_score():
@@ -578,7 +575,9 @@ def test_grad_cam_of_a_trained_run_has_the_image_shape(quick_runs):
     assert heat.shape == (32, 32) and heat.min() >= 0 and heat.max() <= 1
 
 
-def test_evaluate_scores_a_labelled_folder_and_names_unknown_classes(quick_runs, tmp_path):
+def test_evaluate_scores_a_labelled_folder_and_names_unknown_classes(quick_runs, tmp_path, capsys):
+    from projects.cifar_cnn.evaluate import main as evaluate_main
+
     run_dir, _ = quick_runs["vgg"]
     folder = _sample_folder(tmp_path / "mine", ["cat", "ship"], 5)
     out = tmp_path / "out"
@@ -593,14 +592,16 @@ def test_evaluate_scores_a_labelled_folder_and_names_unknown_classes(quick_runs,
     for plot in ("confusion_matrix.png", "examples.png"):
         assert Image.open(out / plot).format == "PNG"
 
+    # An unknown class, in this process (the command line ran above).
     (folder / "wolf").mkdir()
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(folder / "wolf" / "0.png")
-    bad = run_module(
-        "projects.cifar_cnn.evaluate", "--run-dir", str(run_dir), "--data-dir", str(folder)
-    )
-    assert bad.returncode == 2 and "Traceback" not in bad.stderr
-    assert "class folders the model does not know: wolf" in bad.stderr
-    assert "The model's classes: airplane, automobile" in bad.stderr
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as bad:
+        evaluate_main(["--run-dir", str(run_dir), "--data-dir", str(folder)])
+    said = capsys.readouterr().err
+    assert bad.value.code == 2
+    assert "class folders the model does not know: wolf" in said
+    assert "The model's classes: airplane, automobile" in said
 
 
 def test_init_from_copies_every_layer_but_a_head_for_other_classes(quick_runs, tmp_path):
@@ -637,7 +638,9 @@ def test_init_from_copies_every_layer_but_a_head_for_other_classes(quick_runs, t
         initialize_from(build_classifier("resnet", 10, 32, 8, mean, variance), str(run_dir), ())
 
 
-def test_tour_trains_each_model_once_and_a_diverged_one_is_a_row_not_its_end(tmp_path):
+def test_tour_trains_each_model_once_and_a_diverged_one_is_a_row_not_its_end(tmp_path, capsys):
+    from projects.cifar_cnn.tour import main as tour_main
+
     out = tmp_path / "tour"
     # As shared.runs leaves a run whose loss became NaN: metrics.json marked diverged.
     (out / "lenet5").mkdir(parents=True)
@@ -652,9 +655,12 @@ def test_tour_trains_each_model_once_and_a_diverged_one_is_a_row_not_its_end(tmp
     assert rows[3].startswith("| simple | ")  # trained after it, as usual
     assert (out / "simple" / "model.keras").exists()
     assert Image.open(out / "tour.png").format == "PNG"
-    again = run_module("projects.cifar_cnn.tour", *args)
-    assert again.returncode == 0 and again.stderr.count("finished before, reused") == 2
-    assert again.stdout == first.stdout
+    # Again, in this process (the command line ran above): both runs are reused.
+    capsys.readouterr()
+    assert tour_main(args) == 0
+    again = capsys.readouterr()
+    assert again.err.count("finished before, reused") == 2
+    assert again.out == first.stdout
 
 
 def test_forward_flops_count_two_operations_per_weight_and_position():

@@ -16,7 +16,8 @@ import pytest
 from projects.xor_mlp.config import XorConfig
 from projects.xor_mlp.train import main as train_xor
 from shared.cli import filter_startup_lines
-from shared.runs import INFERENCE_MODULES, RunError, TrainingDiverged, load_run
+from shared.runs import RunError, TrainingDiverged, load_run
+from shared.saving import INFERENCE_MODULES
 from tests.helpers import REPO_ROOT, as_terminal_job, history_epochs, run_module
 
 # ``-X importtime`` lists every import on stderr; the quiet start-up filter would hide the
@@ -141,17 +142,27 @@ READS_A_RUN = {
 }
 
 
-def test_a_missing_run_directory_is_answered_before_tensorflow_loads(tmp_path):
+def test_a_missing_or_unfinished_run_is_answered_before_tensorflow_loads(tmp_path):
     missing = tmp_path / "no-such-run"
-    for module, required in READS_A_RUN.items():
-        result = run_listing_imports(module, "--run-dir", str(missing), *required)
+    unfinished = tmp_path / "unfinished"  # as a killed training leaves it
+    unfinished.mkdir()
+    (unfinished / "config.json").write_text('{"project": "xor_mlp"}\n')
+    answers = {
+        missing: f"error: No run directory at {missing}. Train first, or pass an existing "
+        "--run-dir.",
+        unfinished: f"error: {unfinished} holds an unfinished run (no metrics.json). Re-run "
+        "its training command to resume it, or choose another run.",
+    }
+    cases = [(module, run_dir) for module in READS_A_RUN for run_dir in answers]
+    cases.append(("projects.cifar_cnn.predict", tmp_path))  # a folder, but not a run
+    answers[tmp_path] = f"error: {tmp_path} is not a run directory (it has no config.json)."
+    for module, run_dir in cases:
+        result = run_listing_imports(module, "--run-dir", str(run_dir), *READS_A_RUN[module])
         assert result.returncode == 2, f"{module}: {result.stderr[-2000:]}"
         assert "tensorflow" not in imported_modules(result.stderr), f"{module} loads it first"
         said = [line for line in result.stderr.splitlines() if not line.startswith("import time")]
         assert len(said) == 1, f"{module}: {said}"
-        assert said[0].endswith(
-            f"error: No run directory at {missing}. Train first, or pass an existing --run-dir."
-        ), module
+        assert said[0].endswith(answers[run_dir]), (module, said[0])
 
 
 @pytest.mark.parametrize(
@@ -161,6 +172,7 @@ def test_a_missing_run_directory_is_answered_before_tensorflow_loads(tmp_path):
         ("projects.shakespeare.generate", ["--length", "-1"], "--length must be 0 or more"),
         ("projects.shakespeare.generate", ["--top-p", "1.5"], "--top-p must be greater than 0"),
         ("shared.export", ["--format", "onnx", "--quantize", "int8"], "tflite only"),
+        ("projects.stock_lstm.forecast", ["--days", "0"], "--days must be at least 1, got 0."),
     ],
 )
 def test_impossible_settings_are_answered_before_tensorflow_loads(

@@ -195,14 +195,20 @@ def test_onnx_in_onnxruntime_gives_the_keras_outputs(runs, name, tmp_path):
     assert_close(actual, expected)
 
 
-def test_the_transformer_in_onnx_is_a_clear_error_that_writes_nothing(runs, tmp_path):
+def test_the_transformer_in_onnx_is_a_clear_error_that_writes_nothing(runs, tmp_path, capsys):
+    # The command's main in this process (its fresh-process run is in the first test).
+    from shared.export import main as export_main
+
     out = tmp_path / "onnx"
     args = ["--run-dir", str(runs["transformer"]), "--format", "onnx", "--out", str(out)]
-    result = run_module("shared.export", *args)
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert "onnx cannot express" in result.stderr
-    assert "Formats that work for it: saved_model, tflite" in result.stderr
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        export_main(args)
+    said = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert "Traceback" not in said
+    assert "onnx cannot express" in said
+    assert "Formats that work for it: saved_model, tflite" in said
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
@@ -239,21 +245,8 @@ def test_int8_costs_little_held_out_accuracy(runs, tmp_path):
     assert record["quantize"] == "int8" and record["score"] == int8.export_score
 
 
-def test_quantize_is_refused_outside_tflite(runs):
-    result = run_module(
-        "shared.export", "--run-dir", str(runs["xor"]), "--format", "onnx", "--quantize", "int8"
-    )
-    assert result.returncode == 2
-    assert "--quantize int8 applies to --format tflite only" in result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_a_missing_run_is_a_one_line_error(tmp_path):
-    result = run_module(
-        "shared.export", "--run-dir", str(tmp_path / "nothing"), "--format", "tflite"
-    )
-    assert result.returncode == 2
-    assert "No run directory" in result.stderr and "Traceback" not in result.stderr
+# --quantize outside tflite, and a missing or unfinished --run-dir, are refused before
+# TensorFlow loads: test_cli.py checks every command that reads a run for them.
 
 
 def test_a_mixed_precision_model_is_exported_in_float32_with_its_weights():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import keras
@@ -383,14 +384,16 @@ def test_quick_train_then_generate_in_fresh_processes(tmp_path, capsys, cell):
         assert all(Path(path).stat().st_size > 10_000 for path in written)
 
 
-def test_killed_run_resumes(tmp_path):
+def test_killed_run_resumes(tmp_path, caplog):
     run_dir = tmp_path / "run"
     args = ["--quick", "--epochs", "4", "--steps-per-epoch", "60", "--run-dir", str(run_dir)]
     kill_after_first_epoch("projects.shakespeare.train", args, run_dir)
     assert 1 <= len(history_epochs(run_dir / "history.csv")) < 4
-    resumed = run_module("projects.shakespeare.train", *args)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "Resuming the interrupted run" in resumed.stderr
+    # The same run, resumed in this process (a fresh one would add TensorFlow's start-up).
+    same = ShakespeareConfig.create(quick=True, epochs=4, steps_per_epoch=60, run_dir=str(run_dir))
+    with caplog.at_level(logging.INFO):
+        train_shakespeare(same)
+    assert "Resuming the interrupted run" in caplog.text
     assert history_epochs(run_dir / "history.csv") == [0, 1, 2, 3]
     assert json.loads((run_dir / "metrics.json").read_text())["validation"]["nats_per_char"] > 0
 
@@ -425,7 +428,9 @@ def test_precision_follows_the_family_measured_faster(trained_run, tmp_path):
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
 
 
-def test_compare_trains_each_budget_once_and_writes_one_table(tmp_path):
+def test_compare_trains_each_budget_once_and_writes_one_table(tmp_path, capsys):
+    from projects.shakespeare.compare import main as compare_main
+
     out = tmp_path / "compare"
     args = ["--quick", "--minutes", "0.05", "--cells", "gru", "--out", str(out)]
     first = run_module("projects.shakespeare.compare", *args)
@@ -439,8 +444,10 @@ def test_compare_trains_each_budget_once_and_writes_one_table(tmp_path):
     assert row[1].strip() == "gru-0.05min" and row[3].strip() == expected
     metrics = json.loads((out / "gru-0.05min" / "metrics.json").read_text())
     assert float(row[8]) == pytest.approx(metrics["validation"]["nats_per_char"], abs=1e-4)
-    # Run again: the finished run is reused, not trained again.
-    again = run_module("projects.shakespeare.compare", *args)
-    assert again.returncode == 0 and "finished before, reused" in again.stderr
+    # Run again, in this process (the command line ran above): the finished run is
+    # reused, not trained again.
+    capsys.readouterr()
+    assert compare_main(args) == 0
+    assert "finished before, reused" in capsys.readouterr().err
     assert json.loads((out / "gru-0.05min" / "metrics.json").read_text()) == metrics
     # A budget of 0 is refused before TensorFlow loads (test_cli.py).

@@ -16,7 +16,7 @@ import tensorflow as tf
 from projects.xor_mlp import numpy_mlp
 from projects.xor_mlp.config import XorConfig
 from projects.xor_mlp.data import training_dataset, truth_table
-from projects.xor_mlp.model import build_mlp, compile_classifier
+from projects.xor_mlp.model import build_mlp, build_perceptron, compile_classifier
 from projects.xor_mlp.predict import InputError, parse_bits
 from projects.xor_mlp.predict import main as predict_main
 from projects.xor_mlp.train import main as train_xor
@@ -68,12 +68,21 @@ def test_mlp_solves_xor_for_ten_seeds_and_the_perceptron_cannot(default_run):
         assert (numpy_labels == targets.ravel()).all(), seed
 
 
-@pytest.mark.parametrize("gate", ["and", "or"])
-def test_the_perceptron_solves_linearly_separable_gates(gate, tmp_path):
-    metrics = train_xor(XorConfig(gate=gate, run_dir=str(tmp_path / "run")))
+def test_the_perceptron_solves_linearly_separable_gates(tmp_path):
+    metrics = train_xor(XorConfig(gate="or", run_dir=str(tmp_path / "run")))
     assert metrics["perceptron"]["accuracy"] == 1.0
     assert metrics["mlp"]["accuracy"] == 1.0
-    assert f"solves {gate}" in metrics["perceptron_note"]
+    assert "solves or" in metrics["perceptron_note"]
+    # AND with the command's data, perceptron and fit settings, without its MLPs, plots
+    # and run files (3 s here; the whole command: 16 s).
+    config = XorConfig(gate="and")
+    seed_everything(config.seed)
+    data = training_dataset("and", config.repeats, config.batch_size, config.seed)
+    perceptron = compile_classifier(build_perceptron(), config.learning_rate)
+    perceptron.fit(data, epochs=config.epochs, shuffle=False, verbose=0)
+    inputs, targets = truth_table("and")
+    probabilities = keras.ops.convert_to_numpy(perceptron(inputs)).ravel()
+    assert ((probabilities > 0.5) == targets.ravel()).all(), probabilities
 
 
 def tensorflow_gradients(params, x, y):

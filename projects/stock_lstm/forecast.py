@@ -29,6 +29,7 @@ import argparse
 
 from shared.cli import parse_args_before_tensorflow
 from shared.config import program_name
+from shared.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,9 +51,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class ForecastError(UserError):
+    """The forecast cannot be made as asked."""
+
+
+def check_days(days: int) -> None:
+    """Raise `ForecastError` unless ``days`` is a number of days to forecast."""
+    if days < 1:
+        raise ForecastError(f"--days must be at least 1, got {days}.")
+
+
 if __name__ == "__main__":
-    # Answer --help and usage errors at once, before TensorFlow loads (seconds).
-    parse_args_before_tensorflow(build_parser())
+    # Answer --help, usage errors and impossible settings at once, before TensorFlow
+    # loads (seconds).
+    parse_args_before_tensorflow(build_parser(), check=lambda args: check_days(args.days))
 
 import dataclasses
 import datetime as dt
@@ -70,7 +82,6 @@ import tensorflow as tf
 from projects.stock_lstm.data import compute_features, make_windows, split_windows
 from projects.stock_lstm.global_model import series_name
 from shared.cli import exit_on_user_error, setup_logging
-from shared.errors import UserError
 from shared.export import HeldOut, Serving, float32_twin, keras_call
 from shared.plots import save_figure
 from shared.prices import load_prices, read_price_csv
@@ -78,10 +89,6 @@ from shared.runs import LoadedRun, load_run
 from shared.saving import read_json_or_none
 
 log = logging.getLogger("stock_lstm")
-
-
-class ForecastError(UserError):
-    """The forecast cannot be made as asked."""
 
 
 @dataclasses.dataclass
@@ -235,8 +242,7 @@ def forecast(
     cache_dir: str | None = None,
 ) -> Forecast:
     """Forecast ``days`` trading days after the latest price of the run's (or a given) series."""
-    if days < 1:
-        raise ForecastError(f"--days must be at least 1, got {days}.")
+    check_days(days)
     run = load_run(run_dir, inference="projects.stock_lstm.forecast")
     config, metrics = run.config, run.metrics
     prices, name, model = series_to_forecast(run, ticker, csv, cache_dir or config.get("cache_dir"))
