@@ -167,9 +167,18 @@ def test_saved_models_in_a_fresh_process_give_the_keras_outputs(runs, tmp_path):
         assert_close(dict(np.load(out / "outputs.npz")), expected, label=name)
 
 
+@pytest.fixture(scope="module")
+def cifar_tflite(runs, tmp_path_factory):
+    """The quick CIFAR run exported to float32 TFLite (two tests read it)."""
+    return export_run(runs["cifar"], "tflite", out=str(tmp_path_factory.mktemp("cifar") / "tflite"))
+
+
 @pytest.mark.parametrize("name", EXPORTED)
-def test_tflite_in_the_interpreter_gives_the_keras_outputs(runs, name, tmp_path):
-    result = export_run(runs[name], "tflite", out=str(tmp_path / "tflite"))
+def test_tflite_in_the_interpreter_gives_the_keras_outputs(runs, name, tmp_path, request):
+    if name == "cifar":
+        result = request.getfixturevalue("cifar_tflite")
+    else:
+        result = export_run(runs[name], "tflite", out=str(tmp_path / "tflite"))
     runner = tf.lite.Interpreter(model_path=str(result.model_path)).get_signature_runner()
     # TFLite has static shapes: one row (one character) per call.
     inputs, expected = keras_inputs_and_outputs(name, runs[name], length=1)
@@ -177,9 +186,9 @@ def test_tflite_in_the_interpreter_gives_the_keras_outputs(runs, name, tmp_path)
         inputs = {key: value[:1] for key, value in inputs.items()}
         expected = {key: value[:1] for key, value in expected.items()}
     assert_close(runner(**inputs), expected)
-    assert (tmp_path / "tflite" / "README.txt").exists()
+    assert (result.folder / "README.txt").exists()
     if name in ("lstm", "transformer"):
-        vocabulary = json.loads((tmp_path / "tflite" / "vocabulary.json").read_text())
+        vocabulary = json.loads((result.folder / "vocabulary.json").read_text())
         assert vocabulary[0] == "[UNK]" and "e" in vocabulary
 
 
@@ -236,8 +245,8 @@ def test_an_out_folder_that_cannot_be_written_is_refused_and_a_file_there_kept(r
         export_run(runs["xor"], "saved_model", out="/proc/keras-projects-export")
 
 
-def test_int8_costs_little_held_out_accuracy(runs, tmp_path):
-    float_result = export_run(runs["cifar"], "tflite", out=str(tmp_path / "float"))
+def test_int8_costs_little_held_out_accuracy(runs, cifar_tflite, tmp_path):
+    float_result = cifar_tflite
     int8 = export_run(runs["cifar"], "tflite", quantize="int8", out=str(tmp_path / "int8"))
     assert int8.size_bytes < float_result.size_bytes / 2.5  # 4-byte weights became 1-byte
     assert int8.keras_score - int8.export_score <= INT8_ACCURACY_DROP

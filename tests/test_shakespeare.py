@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import keras
@@ -30,7 +29,7 @@ from projects.shakespeare.generate import main as generate_main
 from projects.shakespeare.model import LOGITS_LAYER, build_char_model, core_of
 from projects.shakespeare.train import main as train_shakespeare
 from shared.saving import load_model, save_model
-from tests.helpers import history_epochs, kill_after_first_epoch, run_module
+from tests.helpers import run_module
 
 QUICK = ShakespeareConfig.QUICK
 
@@ -384,18 +383,7 @@ def test_quick_train_then_generate_in_fresh_processes(tmp_path, capsys, cell):
         assert all(Path(path).stat().st_size > 10_000 for path in written)
 
 
-def test_killed_run_resumes(tmp_path, caplog):
-    run_dir = tmp_path / "run"
-    args = ["--quick", "--epochs", "4", "--steps-per-epoch", "60", "--run-dir", str(run_dir)]
-    kill_after_first_epoch("projects.shakespeare.train", args, run_dir)
-    assert 1 <= len(history_epochs(run_dir / "history.csv")) < 4
-    # The same run, resumed in this process (a fresh one would add TensorFlow's start-up).
-    same = ShakespeareConfig.create(quick=True, epochs=4, steps_per_epoch=60, run_dir=str(run_dir))
-    with caplog.at_level(logging.INFO):
-        train_shakespeare(same)
-    assert "Resuming the interrupted run" in caplog.text
-    assert history_epochs(run_dir / "history.csv") == [0, 1, 2, 3]
-    assert json.loads((run_dir / "metrics.json").read_text())["validation"]["nats_per_char"] > 0
+# A killed Shakespeare run's resume: test_budget.py (a --minutes run, killed and resumed).
 
 
 def test_the_default_text_is_the_real_tiny_shakespeare_file(tmp_path, monkeypatch):

@@ -292,15 +292,14 @@ def test_quick_train_then_forecast_in_fresh_processes(tmp_path):
     # --days 0 is refused before TensorFlow loads (test_cli.py).
 
 
-def test_bad_input_to_the_training_cli_fails_cleanly(tmp_path):
-    # A bad --ticker is refused with the flags (test_cli.py), a bad file once it is read.
+def test_a_price_file_too_short_for_the_settings_is_refused_naming_the_minimum(tmp_path):
+    # A bad --ticker is refused with the flags (test_cli.py), a bad file once it is read
+    # (a PriceDataError: a UserError, which the command line prints as one line).
     short = tmp_path / "short.csv"
     short.write_text("Date,Close\n2020-01-02,1\n2020-01-03,2\n2020-01-06,3\n")
-    result = run_module(
-        "projects.stock_lstm.train", "--csv", str(short), "--run-dir", str(tmp_path / "b")
-    )
-    assert result.returncode == 2 and "need at least" in result.stderr
-    assert "Traceback" not in result.stderr
+    with pytest.raises(PriceDataError, match=r"short.csv has 3 days; .* need at least \d+"):
+        train_stock(StockConfig.create(csv=str(short), run_dir=str(tmp_path / "b")))
+    assert not (tmp_path / "b" / "model.keras").exists()
 
 
 def test_killed_run_resumes(tmp_path, caplog):
