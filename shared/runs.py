@@ -415,12 +415,8 @@ def load_run(run_dir: str | os.PathLike, which: str = "model", inference: str = 
     """Load a finished run's settings, metrics and model.
 
     Args:
-        run_dir: The run directory (``runs/<project>/latest`` works).
-        which: ``model`` for ``model.keras`` (the epoch ``--keep`` chose), ``best``
-            for the best validation epoch, ``last`` for the last epoch.
-        inference: The calling inference module (e.g. ``projects.xor_mlp.predict``);
-            a run of another project than the module's is then refused, naming
-            the module to use.
+        run_dir, which, inference: As for `shared.saving.finished_run_files`, which
+            checks the run's files first.
 
     Returns:
         A `LoadedRun`.
