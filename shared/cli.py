@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 from shared.config import TrainConfig, parse_config
 from shared.errors import UserError
-from shared.saving import finished_run_files
+from shared.saving import check_model_file, finished_run_files
 
 ConfigT = TypeVar("ConfigT", bound=TrainConfig)
 
@@ -175,7 +175,8 @@ def parse_args_before_tensorflow(
     run_dir = getattr(args, "run_dir", None)
     if isinstance(run_dir, str):
         setup_logging(logging.WARNING)
-        exit_on_user_error(lambda: finished_run_files(run_dir, getattr(args, "which", "model")))
+        which = getattr(args, "which", "model")
+        exit_on_user_error(lambda: check_model_file(finished_run_files(run_dir, which).model_file))
     load_tensorflow_quietly()
     return args
 

@@ -1,4 +1,4 @@
-"""Atomic model saving and loading with errors a person can act on.
+"""Atomic model saving and loading, and a run's files, with errors a person can act on.
 
 Keras writes ``.keras`` files in place, so a crash or a full disk mid-save
 leaves a truncated file that later fails to load with a confusing message.
@@ -315,7 +315,11 @@ INFERENCE_MODULES = {
 
 @dataclasses.dataclass(frozen=True)
 class FinishedRunFiles:
-    """A finished run's settings and metrics, and the model file asked for."""
+    """A finished run's settings and metrics, and where the model asked for is.
+
+    The model file itself is checked where it is read (`load_model`, or
+    `check_model_file` before TensorFlow loads).
+    """
 
     path: Path
     config: dict[str, Any]
@@ -326,9 +330,9 @@ class FinishedRunFiles:
 def finished_run_files(
     run_dir: str | os.PathLike, which: str = "model", inference: str = ""
 ) -> FinishedRunFiles:
-    """Check that ``run_dir`` holds a finished, usable run, reading only its files.
+    """Check that ``run_dir`` holds a finished, usable run, reading only its JSON files.
 
-    Everything `shared.runs.load_run` checks before it loads the model, without
+    What `shared.runs.load_run` checks before it loads the model, without
     TensorFlow, so an inference command can refuse a bad run in a second.
 
     Args:
@@ -346,7 +350,6 @@ def finished_run_files(
         RunError: The folder is missing, is not a finished run, is another
             project's run, or holds a diverged run.
         RunFileError: Its config.json or metrics.json is damaged.
-        ModelFileError: The model file is missing or damaged.
     """
     if which not in ("model", "best", "last"):
         raise ValueError(f"which must be 'model', 'best' or 'last', got {which!r}")
@@ -382,4 +385,4 @@ def finished_run_files(
     # model.keras holds the epoch --keep chose; the other one has its own file.
     kept = config.get("keep", "best") if isinstance(config, dict) else "best"
     model_file = path / ("model.keras" if which in ("model", kept) else f"{which}.keras")
-    return FinishedRunFiles(path, config, metrics, check_model_file(model_file))
+    return FinishedRunFiles(path, config, metrics, model_file)
