@@ -195,16 +195,19 @@ def test_the_epoch_includes_the_validation_pass_fit_will_make():
 
 
 def test_the_bench_rate_counts_the_steps_and_not_the_start_of_each_fit():
-    first_step_seconds, step_seconds, images_per_step = 1.0, 0.05, 64
+    first_step_seconds, step_seconds, images_per_step = 1.0, 0.2, 64
 
     def wait_for_batch(index):  # a batch that takes this long to arrive, like a slow input
         time.sleep(first_step_seconds if index == 0 else step_seconds)
 
     model, data = tiny_model_and_slow_batches(wait_for_batch, rows_per_batch=images_per_step)
     # Every fit starts a new pass over `data`, so its first step waits 1 s: counted, it
-    # would give 5 steps in 1.25 s, a quarter of the steady rate of one step per 50 ms.
+    # would give 5 steps in 2 s, half the steady rate of one step per 0.2 s. The timing
+    # starts at the end of the first step, while the next batch is already on its way:
+    # on a busy machine that step's own work (30 ms seen) shortens the timed second a
+    # little. (With 50 ms steps that made one suite run's rate 13% too high.)
     rate = fit_rate(model, data, steps=6, units_per_step=images_per_step)
     steady_rate = images_per_step / step_seconds
-    assert 0.75 * steady_rate < rate <= 1.01 * steady_rate
+    assert 0.75 * steady_rate < rate <= 1.1 * steady_rate
     with pytest.raises(ValueError, match="at least 2 steps"):
         fit_rate(model, data, steps=1, units_per_step=images_per_step)

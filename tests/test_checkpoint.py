@@ -6,9 +6,9 @@ resumes the same run, as a user would after a crash, and checks that the
 finished run has every epoch exactly once, a best model that matches its
 history, no leftover temporary files, and the weights an uninterrupted run ends
 with. The resumed run trains in this process (the same ``main`` the command line
-calls): a fresh process would only add TensorFlow's start-up time, and the
-command-line resume is tested in
-`test_damaged_run_files_are_repaired_or_reported_in_one_line`.
+calls): a fresh process would only add TensorFlow's start-up time. The
+command-line resume is tested in test_cli.py (after a Ctrl-C), and the
+command line's refusal of a damaged backup here.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -132,25 +133,35 @@ def test_a_kill_at_any_step_of_an_epoch_leaves_a_consistent_run(
         np.testing.assert_allclose(resumed_weight, expected, rtol=1e-6, atol=1e-7)
 
 
-def interrupted_xor_run(tmp_path):
-    """A run directory as left by a process killed after its second epoch."""
-    driver = tmp_path / "driver.py"
+@pytest.fixture(scope="module")
+def killed_after_two_epochs(tmp_path_factory):
+    """A run directory as left by a process SIGKILLed after its second epoch."""
+    folder = tmp_path_factory.mktemp("killed")
+    driver = folder / "driver.py"
     driver.write_text(KILLING_DRIVER)
-    run_dir = tmp_path / "run"
-    flags = [*XOR_FLAGS, "--run-dir", str(run_dir)]
+    run_dir = folder / "run"
     subprocess.run(
-        [sys.executable, str(driver), "RunCheckpoint", "_publish_history", "2", *flags],
+        [sys.executable, str(driver), "RunCheckpoint", "_publish_history", "2"]
+        + [*XOR_FLAGS, "--run-dir", str(run_dir)],
         cwd=REPO_ROOT,
         capture_output=True,
         timeout=300,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
     )
     assert (run_dir / "backup" / "state.json").exists()
-    return run_dir, flags
+    return run_dir
 
 
-def test_damaged_run_files_are_repaired_or_reported_in_one_line(tmp_path):
-    run_dir, flags = interrupted_xor_run(tmp_path)
+@pytest.fixture
+def interrupted_xor_run(killed_after_two_epochs, tmp_path):
+    """A copy of that killed run for one test to damage or resume, and its flags."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(killed_after_two_epochs, run_dir)
+    return run_dir, [*XOR_FLAGS, "--run-dir", str(run_dir)]
+
+
+def test_damaged_run_files_are_repaired_or_reported_in_one_line(interrupted_xor_run, caplog):
+    run_dir, flags = interrupted_xor_run
     # best.json and history.csv are derived from the committed state: an empty one is
     # rewritten on resume.
     (run_dir / "best.json").write_text("")
@@ -165,8 +176,9 @@ def test_damaged_run_files_are_repaired_or_reported_in_one_line(tmp_path):
     assert "Delete that folder" in refused.stderr
 
     (run_dir / "backup" / "state.json").write_text(state)
-    resumed = run_module("projects.xor_mlp.train", *flags)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    with caplog.at_level(logging.INFO):
+        train_xor(XorConfig(run_dir=str(run_dir), **SAME_AS_FLAGS))
+    assert "Resuming the interrupted run" in caplog.text
     assert [int(row["epoch"]) for row in rows_of(run_dir / "history.csv")] == [0, 1, 2, 3]
     assert json.loads((run_dir / "best.json").read_text())["monitor"] == "val_loss"
 
@@ -188,15 +200,15 @@ def test_a_damaged_config_or_metrics_json_gets_a_clear_error(tmp_path):
         train_xor(XorConfig(run_dir=str(unfinished), epochs=1))
 
 
-def test_a_damaged_state_file_in_a_python_call_raises_backup_error(tmp_path):
-    run_dir, _ = interrupted_xor_run(tmp_path)
+def test_a_damaged_state_file_in_a_python_call_raises_backup_error(interrupted_xor_run):
+    run_dir, _ = interrupted_xor_run
     (run_dir / "backup" / "state.json").write_text("{")
     with pytest.raises(BackupError, match="cannot be read"):
         train_xor(XorConfig(run_dir=str(run_dir), **SAME_AS_FLAGS))
 
 
-def test_a_finished_run_is_still_refused_after_a_resume(tmp_path):
-    run_dir, _ = interrupted_xor_run(tmp_path)
+def test_a_finished_run_is_still_refused_after_a_resume(interrupted_xor_run):
+    run_dir, _ = interrupted_xor_run
     train_xor(XorConfig(run_dir=str(run_dir), **SAME_AS_FLAGS))  # the resume finishes it
     with pytest.raises(RunError, match="already holds a finished run"):
         train_xor(XorConfig(run_dir=str(run_dir), **SAME_AS_FLAGS))

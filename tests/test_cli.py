@@ -355,6 +355,9 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
     resumed = run_module("projects.xor_mlp.train", *flags, "--run-dir", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Resuming the interrupted run" in resumed.stderr
+    assert f"Run directory: {run_dir}" in resumed.stderr
+    assert json.loads((run_dir / "config.json").read_text())["quick"] is True
+    assert (run_dir / "model.keras").exists()
     assert "Epoch 1/3" not in resumed.stdout  # it did not start over
     assert history_epochs(run_dir / "history.csv") == list(range(3))
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"

@@ -29,8 +29,10 @@ from projects.stock_lstm.evaluate import (
     in_sample_naive_mae,
 )
 from projects.stock_lstm.forecast import ForecastError, forecast, interval_for_steps
+from projects.stock_lstm.forecast import main as forecast_main
 from projects.stock_lstm.intervals import residual_quantile
 from projects.stock_lstm.train import main as train_stock
+from shared.cli import run_training_cli
 from shared.config import ConfigError
 from shared.prices import BUNDLED_DIR, PriceDataError, read_price_csv
 from tests.helpers import history_epochs, kill_after_first_epoch, run_module
@@ -435,7 +437,7 @@ def test_the_saved_forecaster_is_the_reported_one(tmp_path):
     )
 
 
-def test_volatility_target_is_scored_against_naive_har_and_garch_and_forecast(tmp_path):
+def test_volatility_target_is_scored_against_naive_har_and_garch_and_forecast(tmp_path, capsys):
     run_dir = tmp_path / "vol"
     metrics = train_stock(
         StockConfig(run_dir=str(run_dir), target="volatility", horizon=5, **QUICK)
@@ -445,14 +447,16 @@ def test_volatility_target_is_scored_against_naive_har_and_garch_and_forecast(tm
         assert set(metrics["test"][name]["model_vs_this"]) == {"mse", "qlike"}
     assert metrics["test"]["model"]["qlike"] > 0 and 0 < metrics["garch_parameters"]["beta[1]"] < 1
     assert (run_dir / "plots" / "test_volatility.png").exists()
-    result = run_module("projects.stock_lstm.forecast", "--run-dir", str(run_dir))
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "realised volatility of the 5 trading days after 2023-12-29" in result.stdout
+    # The forecast command, in this process (its command line is run in a fresh one by
+    # test_quick_train_then_forecast_in_fresh_processes).
+    capsys.readouterr()
+    assert forecast_main(["--run-dir", str(run_dir)]) == 0
+    assert "realised volatility of the 5 trading days after 2023-12-29" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="--walk-forward evaluates price forecasts only"):
         StockConfig(target="volatility", walk_forward=2)
 
 
-def test_a_global_model_is_split_at_the_same_dates_and_scored_per_ticker(tmp_path):
+def test_a_global_model_is_split_at_the_same_dates_and_scored_per_ticker(tmp_path, capsys):
     from projects.stock_lstm.global_model import load_all_series
 
     config = StockConfig(run_dir=str(tmp_path / "global"), tickers="AAPL,nvda", **QUICK)
@@ -476,11 +480,9 @@ def test_a_global_model_is_split_at_the_same_dates_and_scored_per_ticker(tmp_pat
     )
     assert from_file[1].ticker == "acme.csv" and len(from_file[1].windows) > len(series[1].windows)
     # The saved model forecasts any of its series by name, and refuses others.
-    forecast_nvda = run_module(
-        "projects.stock_lstm.forecast", "--run-dir", str(tmp_path / "global"), "--ticker", "nvda"
-    )
-    assert forecast_nvda.returncode == 0, forecast_nvda.stderr[-2000:]
-    assert forecast_nvda.stdout.startswith("NVDA: last close")
+    capsys.readouterr()
+    assert forecast_main(["--run-dir", str(tmp_path / "global"), "--ticker", "nvda"]) == 0
+    assert capsys.readouterr().out.startswith("NVDA: last close")
     with pytest.raises(ForecastError, match="trained on AAPL, NVDA; MSFT is not one"):
         forecast(str(tmp_path / "global"), 3, ticker="MSFT")
     with pytest.raises(ConfigError, match="does not combine with --csv"):
@@ -528,7 +530,7 @@ def test_the_saved_global_model_reproduces_each_series_scores_from_raw_windows(t
         assert output[0, 0] == pytest.approx(expected, abs=1e-5)
 
 
-def test_csv_given_several_times_trains_one_global_model(tmp_path):
+def test_csv_given_several_times_trains_one_global_model(tmp_path, capsys):
     from shared.config import parse_config
 
     first, second = tmp_path / "first.csv", tmp_path / "second.csv"
@@ -544,21 +546,17 @@ def test_csv_given_several_times_trains_one_global_model(tmp_path):
         result = run_module("projects.stock_lstm.train", *argv)
         assert result.returncode == 2
         assert "Traceback" not in result.stderr and complaint in result.stderr, result.stderr
-    # Series without the same price columns cannot share a model: one clear line.
+    # Series without the same price columns cannot share a model: one clear line. (The
+    # command's own handling, in this process: its command line ran above.)
     without_volume = pd.read_csv(second).drop(columns=["Volume"])
     without_volume.to_csv(second, index=False)
-    refused = run_module(
-        "projects.stock_lstm.train",
-        "--csv",
-        str(first),
-        "--csv",
-        str(second),
-        "--quick",
-        "--run-dir",
-        str(tmp_path / "run"),
-    )
-    assert refused.returncode != 0 and "Traceback" not in refused.stderr
-    assert "one global model needs the same price columns" in refused.stderr
+    argv = ["--csv", str(first), "--csv", str(second), "--quick", "--run-dir", str(tmp_path / "r")]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        run_training_cli(train_stock, StockConfig, argv)
+    said = capsys.readouterr().err
+    assert refused.value.code == 2 and "Traceback" not in said
+    assert "one global model needs the same price columns" in said
 
 
 def test_gradients_refuse_a_file_as_out_before_computing(tmp_path, capsys):

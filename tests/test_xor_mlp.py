@@ -190,11 +190,5 @@ def test_train_cli_rejects_bad_flags_before_training(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_quick_cli_run_end_to_end(tmp_path):
-    run_dir = tmp_path / "quick"
-    result = run_module("projects.xor_mlp.train", "--quick", "--run-dir", str(run_dir))
-    assert result.returncode == 0, result.stderr
-    assert f"Run directory: {run_dir}" in result.stderr
-    config = json.loads((run_dir / "config.json").read_text())
-    assert config["quick"] is True and config["epochs"] == XorConfig.QUICK["epochs"]
-    assert (run_dir / "model.keras").exists() and (run_dir / "metrics.json").exists()
+# The training command line's quick run, to its end: test_cli.py (its Ctrl-C test resumes
+# a --quick run with the command and checks the finished run it writes).
