@@ -103,7 +103,7 @@ def test_every_project_trains_under_two_replicas(tmp_path):
     attention = train_shakespeare(
         ShakespeareConfig.create(
             cell="transformer",
-            layers=2,
+            layers=1,
             strategy="mirrored",
             run_dir=str(tmp_path / "attention"),
             quick=True,
