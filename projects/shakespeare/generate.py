@@ -115,10 +115,19 @@ class Generator:
         self.vocabulary = vocabulary_of(model)  # index 0: the unknown token
         self.index = {char: i for i, char in enumerate(self.vocabulary) if i > 0}
         self.step = step_model(model)
-        self._call = tf.function(
-            lambda inputs: self.step(inputs, training=False), reduce_retracing=True
-        )
         self.zero_states = initial_states(model)
+        # One trace for every prompt length and the one-character steps after it (the
+        # states keep their shapes and types): traced per length, a generation paid two
+        # traces. A bfloat16 RNN returns bfloat16 states; float32 holds them exactly.
+        signature = [tf.TensorSpec((1, None), tf.int32)]
+        signature += [tf.TensorSpec(state.shape, state.dtype) for state in self.zero_states]
+
+        def call(inputs):
+            logits, *states = self.step(inputs, training=False)
+            zeros = self.zero_states
+            return [logits, *(tf.cast(s, z.dtype) for s, z in zip(states, zeros, strict=True))]
+
+        self._call = tf.function(call, input_signature=[signature])
         # The attention model's window; None: an RNN, which reads any length.
         self.window = context_window(model)
 
