@@ -177,6 +177,9 @@ def test_presets_set_defaults_for_the_chosen_value_only():
         cell="gru", hidden_units=64, learning_rate=0.5, epochs=3
     )
     assert "[--cell gru: 64]" in " ".join(build_parser(PresetConfig).format_help().split())
+    # The transformer's --quick run: --quick's sizes, the preset's blocks and dropout.
+    quick = ShakespeareConfig.create(quick=True, cell="transformer")
+    assert (quick.embedding_dim, quick.layers, quick.dropout) == (16, 4, 0.1)
 
 
 def test_transformer_width_must_divide_into_heads(capsys):
