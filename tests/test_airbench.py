@@ -76,6 +76,35 @@ def test_dirac_initialised_convolutions_start_as_identities():
     assert np.abs(kernel[..., 4:]).max() > 0  # the other 2 start random
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_gelu_layer_and_its_gradient_are_those_of_exact_gelu(dtype):
+    import tensorflow as tf
+
+    values = np.linspace(-6, 6, 2001).astype(np.float32)
+    upstream = np.random.default_rng(0).normal(size=values.shape).astype(np.float32)
+    inputs = tf.constant(tf.cast(values, dtype))
+    reference_inputs = tf.cast(inputs, tf.float32)  # the same (rounded) numbers
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(inputs)
+        tape.watch(reference_inputs)
+        outputs = airbench.GELU(dtype=dtype)(inputs)
+        reference = tf.nn.gelu(reference_inputs, approximate=False)
+        weighted = tf.reduce_sum(tf.cast(outputs, tf.float32) * upstream)
+        reference_weighted = tf.reduce_sum(reference * upstream)
+    gradient = tape.gradient(weighted, inputs)
+    reference_gradient = tape.gradient(reference_weighted, reference_inputs)
+    assert outputs.dtype == dtype and gradient.dtype == dtype
+    # float32: equal to rounding; bfloat16: the reference rounded to 8 significant bits.
+    tolerance = {"float32": 1e-6, "bfloat16": 8e-3}[dtype]
+    for ours, theirs in ((outputs, reference), (gradient, reference_gradient)):
+        ours = tf.cast(ours, tf.float32).numpy()
+        np.testing.assert_allclose(ours, theirs.numpy(), rtol=tolerance, atol=tolerance)
+    # Not the tanh approximation: the two differ by up to about 3e-4 near |x| = 2.
+    approximate = tf.nn.gelu(reference_inputs, approximate=True).numpy()
+    if dtype == "float32":
+        assert np.abs(tf.cast(outputs, tf.float32).numpy() - approximate).max() > 1e-4
+
+
 def flips_by_epoch(images: np.ndarray, epochs: int, alternating: bool) -> np.ndarray:
     """(epochs, images) booleans: was image i mirrored in epoch e? (Told apart by content.)"""
     labels = np.zeros(len(images), dtype=np.int64)

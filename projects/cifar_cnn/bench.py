@@ -12,7 +12,8 @@ first timed step to the end of the last (not ``fit``'s set-up and tear-down):
   Muon recipe at batch 2000 and with ``--optimizer sgd`` at batch 1024), ResNet-9 (width 32)
   and the TensorFlow tutorial's CNN (Conv 32-64-64, Dense 64: ``--model simple``),
   in float32 and, on CPUs with native bfloat16, in mixed bfloat16; the default model
-  also compiled by XLA in float32 (``--jit-compile``);
+  also compiled by XLA in float32 (``--jit-compile``), and with Keras's GELU layers,
+  whose gradient TensorFlow derives op by op, instead of `airbench.GELU`;
 * the arithmetic each achieves in GFLOP/s, counting a training step as 3x the
   forward pass's multiply-adds x 2 (forward, plus two backward products per
   layer), against a large float32 matrix product measured in the same run:
@@ -70,6 +71,7 @@ from shared.precision import cpu_supports_bfloat16
 log = logging.getLogger("cifar_cnn")
 
 WARMUP_STEPS = 3
+AUTODIFF_GELU = "airbench (Muon), autodiff GELU"
 # Time the batch size a run on CIFAR-10's 45,000 training images uses, not the sample's.
 FULL_TRAINING_IMAGES = 45_000
 
@@ -80,10 +82,25 @@ def training_throughput(model: keras.Model, data: tf.data.Dataset, steps: int, b
     return fit_rate(model, data, steps, batch)
 
 
-def airbench_model(images, labels, mean, variance, batch_size, optimizer):
-    """The airbench model with ``optimizer``'s recipe, compiled, and its training data."""
+def airbench_model(images, labels, mean, variance, batch_size, optimizer, autodiff_gelu=False):
+    """The airbench model with ``optimizer``'s recipe, compiled, and its training data.
+
+    ``autodiff_gelu`` swaps its GELU layers for Keras's, whose gradient TensorFlow
+    derives op by op, to show what `airbench.exact_gelu`'s written gradient saves.
+    """
     whitening = airbench.patch_whitening_filters(images[:5000], mean, variance)
     model = airbench.build_airbench(10, 32, mean, variance, whitening, optimizer=optimizer)
+    if autodiff_gelu:
+        weights = model.get_weights()
+        model = keras.models.clone_model(
+            model,
+            clone_function=lambda layer: (
+                keras.layers.Activation("gelu", name=layer.name)
+                if isinstance(layer, airbench.GELU)
+                else layer.__class__.from_config(layer.get_config())
+            ),
+        )
+        model.set_weights(weights)
     if optimizer == "muon":
         airbench.compile_airbench_muon(model, 1000, 100, batch_size)
     else:
@@ -114,6 +131,7 @@ def main() -> None:
     images, labels = load_bundled_sample(32)
     mean, variance = channel_statistics(images)
     cpu_bfloat16 = cpu_supports_bfloat16()
+    chosen = "mixed_bfloat16" if cpu_bfloat16 else "float32"  # --mixed-precision auto's
     # (label, --model, --optimizer (airbench only), precision, XLA)
     cases = [
         ("airbench, SGD (--optimizer sgd)", "airbench", "sgd", "float32", False),
@@ -121,6 +139,7 @@ def main() -> None:
         ("airbench (default, Muon)", "airbench", "muon", "float32", False),
         ("airbench (default, Muon)", "airbench", "muon", "float32", True),
         ("airbench (default, Muon)", "airbench", "muon", "mixed_bfloat16", False),
+        (AUTODIFF_GELU, "airbench", "muon", chosen, False),
         ("ResNet-9 (resnet, width 32)", "resnet", "", "float32", False),
         ("ResNet-9 (resnet, width 32)", "resnet", "", "mixed_bfloat16", False),
         ("TF tutorial CNN (simple, width 32)", "simple", "", "float32", False),
@@ -136,7 +155,9 @@ def main() -> None:
         # At least 6 steps, best of 3: airbench's batch of 1024 gave unstable figures from 5.
         steps = max(args.images // batch_size, 6)
         if architecture == "airbench":
-            model, data = airbench_model(images, labels, mean, variance, batch_size, optimizer)
+            model, data = airbench_model(
+                images, labels, mean, variance, batch_size, optimizer, label == AUTODIFF_GELU
+            )
         else:
             model, data = classic_model(
                 architecture, 32, images, labels, mean, variance, batch_size
@@ -167,7 +188,7 @@ def main() -> None:
         f"{'4096x4096 float32 matmul (peak)':36s} {'':>15s} {'':>6s} {'':>10s} {'':>10s} "
         f"{'':>9s} {peak:>8.1f}"
     )
-    default = [row for row in rows if row[0].startswith("airbench")]
+    default = [row for row in rows if row[0].startswith("airbench") and row[0] != AUTODIFF_GELU]
     for label, policy, _, _, flops, per_second in default:
         name = "airbench (Muon)" if "Muon" in label else "airbench (SGD)"
         print(
@@ -175,6 +196,14 @@ def main() -> None:
             f"product rate; one epoch of {FULL_TRAINING_IMAGES:,d} images takes about "
             f"{FULL_TRAINING_IMAGES / per_second:.0f} s."
         )
+    written, autodiff = (
+        next(row[5] for row in rows if row[0] == name and row[1] == chosen)
+        for name in ("airbench (default, Muon)", AUTODIFF_GELU)
+    )
+    print(
+        f"airbench (Muon) in {chosen} trains {written / autodiff:.2f}x as fast with "
+        "airbench.exact_gelu's written gradient as with TensorFlow's derived one."
+    )
 
 
 if __name__ == "__main__":
