@@ -206,10 +206,10 @@ def exact_gelu(x: tf.Tensor):
     """GELU, x·Φ(x) with Φ the normal CDF (not the tanh approximation), and its gradient.
 
     The gradient is written out, Φ(x) + x·φ(x), instead of left to TensorFlow: its
-    derivative of ``tf.nn.gelu`` is a chain of a dozen element-wise ops, each a pass
-    over the activations, and on a 2-core CPU that made the GELUs a fifth of
-    airbench's training step (README.md, Benchmark). Both directions compute in
-    float32 and return the input's dtype.
+    derivative of ``tf.nn.gelu`` is a chain of element-wise ops, each a pass over the
+    activations. Whether this makes airbench's step faster on a 2-core CPU is not
+    settled (README.md, "A written GELU gradient": 1.01x to 1.10x). Both directions
+    compute in float32 and return the input's dtype.
     """
 
     def gradient(upstream: tf.Tensor) -> tf.Tensor:
