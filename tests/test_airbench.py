@@ -76,29 +76,45 @@ def test_dirac_initialised_convolutions_start_as_identities():
     assert np.abs(kernel[..., 4:]).max() > 0  # the other 2 start random
 
 
+@pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_the_gelu_layer_and_its_gradient_are_those_of_exact_gelu(dtype):
+def test_the_gelu_layers_and_their_gradients_are_those_of_exact_gelu(dtype, training):
+    """ShiftedGELU = GELU(x + scale * bias) and GELU = GELU(x), whether through the
+    XLA functions with the written gradient (training) or plain tf.nn.gelu."""
     import tensorflow as tf
 
-    values = np.linspace(-6, 6, 2001).astype(np.float32)
-    upstream = np.random.default_rng(0).normal(size=values.shape).astype(np.float32)
+    rng = np.random.default_rng(0)
+    values = rng.uniform(-6, 6, size=(2, 10, 10, 5)).astype(np.float32)
+    upstream = rng.normal(size=values.shape).astype(np.float32)
     inputs = tf.constant(tf.cast(values, dtype))
     reference_inputs = tf.cast(inputs, tf.float32)  # the same (rounded) numbers
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(inputs)
-        tape.watch(reference_inputs)
-        outputs = airbench.GELU(dtype=dtype)(inputs)
-        reference = tf.nn.gelu(reference_inputs, approximate=False)
-        weighted = tf.reduce_sum(tf.cast(outputs, tf.float32) * upstream)
-        reference_weighted = tf.reduce_sum(reference * upstream)
-    gradient = tape.gradient(weighted, inputs)
-    reference_gradient = tape.gradient(reference_weighted, reference_inputs)
-    assert outputs.dtype == dtype and gradient.dtype == dtype
+    policy = "mixed_bfloat16" if dtype == "bfloat16" else "float32"
+    shifted = airbench.ShiftedGELU(scale=8.0, dtype=policy)
+    shifted.build(inputs.shape)
+    shifted.bias.assign(rng.normal(size=5).astype(np.float32) * 0.1)
+    shift = 8.0 * shifted.bias
     # float32: equal to rounding; bfloat16: the reference rounded to 8 significant bits.
-    tolerance = {"float32": 1e-6, "bfloat16": 8e-3}[dtype]
-    for ours, theirs in ((outputs, reference), (gradient, reference_gradient)):
-        ours = tf.cast(ours, tf.float32).numpy()
-        np.testing.assert_allclose(ours, theirs.numpy(), rtol=tolerance, atol=tolerance)
+    tolerance = {"float32": 1e-5, "bfloat16": 8e-3}[dtype]
+    for layer, reference_shift in ((shifted, shift), (airbench.GELU(dtype=policy), 0.0)):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(inputs)
+            tape.watch(reference_inputs)
+            outputs = layer(inputs, training=training)
+            reference = tf.nn.gelu(reference_inputs + reference_shift, approximate=False)
+            weighted = tf.reduce_sum(tf.cast(outputs, tf.float32) * upstream)
+            reference_weighted = tf.reduce_sum(reference * upstream)
+        gradient = tape.gradient(weighted, inputs)
+        reference_gradient = tape.gradient(reference_weighted, reference_inputs)
+        assert outputs.dtype == dtype and gradient.dtype == dtype
+        for ours, theirs in ((outputs, reference), (gradient, reference_gradient)):
+            ours = tf.cast(ours, tf.float32).numpy()
+            np.testing.assert_allclose(ours, theirs.numpy(), rtol=tolerance, atol=tolerance)
+        if layer is shifted:
+            # The bias's gradient: scale x the sum of the pre-activation's, in float32.
+            bias_gradient = tape.gradient(weighted, shifted.bias).numpy()
+            expected = 8.0 * tf.reduce_sum(tf.cast(gradient, tf.float32), axis=(0, 1, 2))
+            np.testing.assert_allclose(bias_gradient, expected.numpy(), rtol=1e-2, atol=0.05)
+            assert shifted.bias.dtype == "float32"
     # Not the tanh approximation: the two differ by up to about 3e-4 near |x| = 2.
     if dtype == "float32":
         approximate = tf.nn.gelu(reference_inputs, approximate=True).numpy()
@@ -249,7 +265,7 @@ def test_a_muon_sgd_step_follows_the_recipe():
     Nesterov momentum. Other weights: Nesterov SGD at their own rate x batch, with decay."""
     inputs = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(16, 3, padding="same", use_bias=False, name="block1a_conv")(inputs)
-    x = airbench.ScaledBias(name="block1a_shift")(x)
+    x = airbench.ShiftedGELU(name="block1a_shift")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(4, use_bias=False, name="dense")(x))
     kernel, shift, head = (

@@ -160,12 +160,7 @@ class PatchWhitening(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="cifar_cnn")
 class ScaledBias(layers.Layer):
-    """``x + scale * b``: a bias whose effective learning rate is ``scale**2`` times larger.
-
-    With plain SGD, a weight used as ``scale * b`` moves ``scale**2`` times
-    faster than ``b`` would: this gives batch norm's shift the recipe's 64x
-    learning rate (scale 8) without a second optimizer.
-    """
+    """``x + scale * b``: `ShiftedGELU`'s shift alone (runs saved before 2026-12-02 hold it)."""
 
     def __init__(self, scale: float = 1.0, l2: float = 0.0, **kwargs):
         super().__init__(**kwargs)
@@ -201,37 +196,96 @@ class DiracInitializer(keras.initializers.Initializer):
         return kernel * ops.convert_to_tensor(mask, dtype) + ops.convert_to_tensor(identity, dtype)
 
 
-@tf.custom_gradient
-def exact_gelu(x: tf.Tensor):
-    """GELU, x·Φ(x) with Φ the normal CDF (not the tanh approximation), and its gradient.
+def _gelu_slope(z: tf.Tensor) -> tf.Tensor:
+    """d/dz of z·Φ(z): Φ(z) + z·φ(z)."""
+    cdf = 0.5 + 0.5 * tf.math.erf(z * (1 / math.sqrt(2)))
+    density = tf.exp(-0.5 * tf.square(z)) * (1 / math.sqrt(2 * math.pi))
+    return cdf + z * density
 
-    The gradient is written out, Φ(x) + x·φ(x), instead of left to TensorFlow: its
-    derivative of ``tf.nn.gelu`` is a chain of element-wise ops, each a pass over the
-    activations. Whether this makes airbench's step faster on a 2-core CPU is not
-    settled (README.md, "A written GELU gradient": 1.01x to 1.10x). Both directions
-    compute in float32 and return the input's dtype.
+
+# Compiled by XLA, each into one pass over the activations. Without XLA TensorFlow runs
+# every element-wise op (cast, add, erf, exp, ...) as its own pass over the activations:
+# on a 2-core CPU the five GELU layers then cost about a fifth of airbench's step.
+@tf.function(jit_compile=True)
+def _shifted_gelu_xla(x: tf.Tensor, shift: tf.Tensor | None) -> tf.Tensor:
+    z = tf.cast(x, tf.float32) if shift is None else tf.cast(x, tf.float32) + shift
+    return tf.cast(tf.nn.gelu(z, approximate=False), x.dtype)
+
+
+@tf.function(jit_compile=True)
+def _shifted_gelu_gradient_xla(x: tf.Tensor, shift: tf.Tensor | None, upstream: tf.Tensor):
+    z = tf.cast(x, tf.float32) if shift is None else tf.cast(x, tf.float32) + shift
+    dz = tf.cast(upstream, tf.float32) * _gelu_slope(z)
+    if shift is None:
+        return tf.cast(dz, x.dtype)
+    return tf.cast(dz, x.dtype), tf.reduce_sum(dz, axis=list(range(len(x.shape) - 1)))
+
+
+def shifted_gelu(x: tf.Tensor, shift: tf.Tensor | None = None, training: bool = False):
+    """GELU(x + shift), the exact GELU z·Φ(z) (not the tanh approximation), in float32.
+
+    ``shift`` is a float32 vector over the last axis, or None. Returns ``x``'s dtype.
+    Training runs forward and backward as two XLA-compiled functions, with the gradient
+    written out, Φ(z) + z·φ(z), rather than derived by TensorFlow op by op:
+    ``make bench-cifar`` compares it with Keras's bias and GELU layers. Inference is
+    plain ``tf.nn.gelu``, which TFLite's converter turns into its GELU op and tf2onnx
+    into ONNX's Erf (an XLA function would not convert).
     """
+    if not training:
+        z = tf.cast(x, tf.float32) if shift is None else tf.cast(x, tf.float32) + shift
+        return tf.cast(tf.nn.gelu(z, approximate=False), x.dtype)
+    if shift is None:
 
-    def gradient(upstream: tf.Tensor) -> tf.Tensor:
-        # From x rather than from values kept by the forward pass: less memory traffic.
-        x32 = tf.cast(x, tf.float32)
-        cdf = 0.5 + 0.5 * tf.math.erf(x32 * (1 / math.sqrt(2)))
-        density = tf.exp(-0.5 * tf.square(x32)) * (1 / math.sqrt(2 * math.pi))
-        return tf.cast(tf.cast(upstream, tf.float32) * (cdf + x32 * density), x.dtype)
+        @tf.custom_gradient
+        def gelu(x):
+            return _shifted_gelu_xla(x, None), lambda up: _shifted_gelu_gradient_xla(x, None, up)
 
-    # Forward: tf.nn.gelu itself, which TFLite's converter turns into its own GELU op, in
-    # float32 (a no-op for a float32 model): its bfloat16 kernels convert every element
-    # at every one of its ops, which made the step slower.
-    outputs = tf.nn.gelu(tf.cast(x, tf.float32), approximate=False)
-    return tf.cast(outputs, x.dtype), gradient
+        return gelu(x)
+
+    @tf.custom_gradient
+    def gelu_of_sum(x, shift):
+        outputs = _shifted_gelu_xla(x, shift)
+        return outputs, lambda up: _shifted_gelu_gradient_xla(x, shift, up)
+
+    return gelu_of_sum(x, shift)
 
 
 @keras.saving.register_keras_serializable(package="cifar_cnn")
 class GELU(layers.Layer):
-    """``layers.Activation("gelu")`` with `exact_gelu`'s cheaper gradient."""
+    """``layers.Activation("gelu")``, trained through `shifted_gelu`'s XLA functions."""
 
-    def call(self, inputs):
-        return exact_gelu(inputs)
+    def call(self, inputs, training=None):
+        return shifted_gelu(inputs, training=bool(training))
+
+
+@keras.saving.register_keras_serializable(package="cifar_cnn")
+class ShiftedGELU(layers.Layer):
+    """``GELU(x + scale * b)``: batch norm's shift and the activation in one layer.
+
+    With plain SGD a weight used as ``scale * b`` moves ``scale**2`` times faster than
+    ``b`` would: this gives the shift the SGD recipe's 64x learning rate (scale 8)
+    without a second optimizer. One layer rather than a bias layer and a GELU layer so
+    that training computes both in one XLA function (`shifted_gelu`).
+    """
+
+    def __init__(self, scale: float = 1.0, l2: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.scale, self.l2 = scale, l2
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(
+            name="bias",
+            shape=(int(input_shape[-1]),),
+            initializer="zeros",
+            regularizer=keras.regularizers.L2(self.l2 / 2) if self.l2 else None,
+            autocast=False,  # a float32 shift, also under mixed precision
+        )
+
+    def call(self, inputs, training=None):
+        return shifted_gelu(inputs, self.scale * self.bias, training=bool(training))
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "l2": self.l2}
 
 
 @keras.saving.register_keras_serializable(package="cifar_cnn")
@@ -286,10 +340,15 @@ def _conv_group(x, filters: int, name: str, settings: dict):
             scale=False,  # the recipe freezes the scale at 1
             name=f"{name}{part}_bn",
         )(x)
-        x = ScaledBias(
-            settings["bias_scale"], settings["l2"], name=f"{name}{part}_shift", dtype="float32"
-        )(x)
-        x = GELU(name=f"{name}{part}_gelu")(x)
+        if settings["keras_activation"]:
+            x = ScaledBias(
+                settings["bias_scale"], settings["l2"], name=f"{name}{part}_shift", dtype="float32"
+            )(x)
+            x = layers.Activation("gelu", name=f"{name}{part}_gelu")(x)
+        else:
+            x = ShiftedGELU(
+                settings["bias_scale"], settings["l2"], name=f"{name}{part}_shift"
+            )(x)
     return x
 
 
@@ -304,6 +363,7 @@ def build_airbench(
     width: int = 32,
     recipe: AirbenchRecipe = RECIPE,
     optimizer: str = "sgd",
+    keras_activation: bool = False,
 ) -> keras.Model:
     """``uint8`` images -> logits, the airbench94 network.
 
@@ -321,6 +381,9 @@ def build_airbench(
         optimizer: "sgd" (airbench94) or "muon" (airbench94_muon: `MuonSGD`
             applies weight decay itself, so no L2 terms; the classifier starts
             with unit-variance weights and its logits are divided by 256).
+        keras_activation: Keras's layers (`ScaledBias`, then ``Activation("gelu")``,
+            which TensorFlow differentiates op by op) instead of `ShiftedGELU` and
+            `GELU`: the same network, which ``make bench-cifar`` times beside them.
 
     Returns:
         The uncompiled Functional model. Its last layers compute in float32.
@@ -334,6 +397,7 @@ def build_airbench(
         "regularizer": keras.regularizers.L2(l2 / 2) if l2 else None,
         "bias_scale": 1.0 if muon else math.sqrt(bn_bias_lr_scale),
         "l2": l2,
+        "keras_activation": keras_activation,
     }
     images = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     x = layers.Normalization(
@@ -346,7 +410,10 @@ def build_airbench(
         x = layers.Conv2D(
             whiten_width, 2, kernel_regularizer=settings["regularizer"], name="whiten"
         )(x)
-    x = GELU(name="whiten_gelu")(x)
+    if keras_activation:
+        x = layers.Activation("gelu", name="whiten_gelu")(x)
+    else:
+        x = GELU(name="whiten_gelu")(x)
     for index, filters in enumerate(recipe.widths, start=1):
         x = _conv_group(x, filters * width // 32, f"block{index}", settings)
     x = layers.MaxPooling2D(pool_size=int(x.shape[1]), name="final_pool")(x)
