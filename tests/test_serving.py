@@ -248,7 +248,11 @@ def test_an_out_folder_that_cannot_be_written_is_refused_and_a_file_there_kept(r
 def test_int8_costs_little_held_out_accuracy(runs, cifar_tflite, tmp_path):
     float_result = cifar_tflite
     int8 = export_run(runs["cifar"], "tflite", quantize="int8", out=str(tmp_path / "int8"))
-    assert int8.size_bytes < float_result.size_bytes / 2.5  # 4-byte weights became 1-byte
+    # 4-byte weights became 1-byte: the file shrinks by at least 2.5 bytes per parameter
+    # (not 3: biases become int32, and per-channel scales are added). A ratio of file
+    # sizes would also count the graph, whose size depends on its names.
+    parameters = load_run(runs["cifar"]).model.count_params()
+    assert float_result.size_bytes - int8.size_bytes > 2.5 * parameters
     assert int8.keras_score - int8.export_score <= INT8_ACCURACY_DROP
     record = json.loads((tmp_path / "int8" / "export.json").read_text())
     assert record["quantize"] == "int8" and record["score"] == int8.export_score

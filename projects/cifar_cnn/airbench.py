@@ -346,9 +346,7 @@ def _conv_group(x, filters: int, name: str, settings: dict):
             )(x)
             x = layers.Activation("gelu", name=f"{name}{part}_gelu")(x)
         else:
-            x = ShiftedGELU(
-                settings["bias_scale"], settings["l2"], name=f"{name}{part}_shift"
-            )(x)
+            x = ShiftedGELU(settings["bias_scale"], settings["l2"], name=f"{name}{part}_shift")(x)
     return x
 
 
