@@ -68,6 +68,7 @@ class AirbenchRecipe:
 
 
 RECIPE = AirbenchRecipe()
+BATCH_NORM_EPSILON = 1e-12  # the reference's batch norm has 1e-12
 
 
 def keras_learning_rate(recipe: AirbenchRecipe, batch_size: int) -> float:
@@ -282,6 +283,152 @@ class ShiftedGELU(ScaledBias):
         return shifted_gelu(inputs, self.scale * self.bias, training=bool(training))
 
 
+# Batch norm (without a learned scale) fused with the shift and GELU. Batch norm's own
+# Keras layer runs about ten passes over the activations in training (casts, the mean,
+# the variance, normalising, and as many again for the gradient TensorFlow derives);
+# here each direction is one XLA reduction pass (per-channel sums) and one XLA
+# element-wise pass. Between the two, the sums are all-reduced when there are several
+# replicas, so batch norm stays synchronized (see `shared.distribute.batch_normalization`).
+
+
+def _channel_axes(x: tf.Tensor) -> list[int]:
+    return list(range(len(x.shape) - 1))
+
+
+@tf.function(jit_compile=True)
+def _centred_sums_xla(x: tf.Tensor, reference: tf.Tensor):
+    """Per-channel sums of ``x - reference`` and of its square, in float32.
+
+    ``reference`` (the running mean) is near the batch mean, so the variance computed
+    from these sums, E[d²] - E[d]², does not lose digits to cancellation.
+    """
+    centred = tf.cast(x, tf.float32) - reference
+    axes = _channel_axes(x)
+    return tf.reduce_sum(centred, axes), tf.reduce_sum(tf.square(centred), axes)
+
+
+def _normalized(x: tf.Tensor, mean: tf.Tensor, inverse_std: tf.Tensor) -> tf.Tensor:
+    return (tf.cast(x, tf.float32) - mean) * inverse_std
+
+
+def _normalized_shifted_gelu(x, mean, inverse_std, shift):
+    return tf.cast(
+        tf.nn.gelu(_normalized(x, mean, inverse_std) + shift, approximate=False), x.dtype
+    )
+
+
+_normalized_shifted_gelu_xla = tf.function(_normalized_shifted_gelu, jit_compile=True)
+
+
+@tf.function(jit_compile=True)
+def _gradient_sums_xla(x, mean, inverse_std, shift, upstream):
+    """Per-channel sums of dL/dz and of dL/dz · x̂ (z = x̂ + shift, x̂ normalised)."""
+    normalized = _normalized(x, mean, inverse_std)
+    dz = tf.cast(upstream, tf.float32) * _gelu_slope(normalized + shift)
+    axes = _channel_axes(x)
+    return tf.reduce_sum(dz, axes), tf.reduce_sum(dz * normalized, axes)
+
+
+@tf.function(jit_compile=True)
+def _input_gradient_xla(x, mean, inverse_std, shift, upstream, dz_mean, dz_normalized_mean):
+    """dL/dx of batch norm: (dz - mean(dz) - x̂ · mean(dz · x̂)) / std."""
+    normalized = _normalized(x, mean, inverse_std)
+    dz = tf.cast(upstream, tf.float32) * _gelu_slope(normalized + shift)
+    return tf.cast(inverse_std * (dz - dz_mean - normalized * dz_normalized_mean), x.dtype)
+
+
+def _replica_sum(*values: tf.Tensor) -> list[tf.Tensor]:
+    """``values`` summed over the replicas in sync (unchanged with one)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return list(values)
+    return [context.all_reduce(tf.distribute.ReduceOp.SUM, value) for value in values]
+
+
+def batch_norm_shifted_gelu(
+    x: tf.Tensor, shift: tf.Tensor, reference: tf.Tensor, epsilon: float
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Training: GELU((x - mean) / sqrt(variance + epsilon) + shift) with the batch's
+    per-channel mean and (biased) variance over all replicas.
+
+    Returns the outputs (``x``'s dtype) and the batch's mean and variance (float32),
+    for the running statistics. The gradient (to ``x``, through the batch statistics
+    as well, and to ``shift``) is written out and runs as XLA functions.
+    """
+    local_count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
+    centred_sum, centred_square_sum = _centred_sums_xla(tf.stop_gradient(x), reference)
+    centred_sum, centred_square_sum, count = _replica_sum(
+        centred_sum, centred_square_sum, local_count
+    )
+    centred_mean = centred_sum / count
+    variance = tf.maximum(centred_square_sum / count - tf.square(centred_mean), 0.0)
+    mean = reference + centred_mean
+    inverse_std = tf.math.rsqrt(variance + epsilon)
+
+    @tf.custom_gradient
+    def normalized_gelu(x, shift):
+        outputs = _normalized_shifted_gelu_xla(x, mean, inverse_std, shift)
+
+        def gradient(upstream):
+            dz_sum, dz_normalized_sum = _gradient_sums_xla(x, mean, inverse_std, shift, upstream)
+            # The shift's gradient is this replica's: the optimizer sums replicas'.
+            global_dz_sum, global_dz_normalized_sum = _replica_sum(dz_sum, dz_normalized_sum)
+            dx = _input_gradient_xla(
+                x,
+                mean,
+                inverse_std,
+                shift,
+                upstream,
+                global_dz_sum / count,
+                global_dz_normalized_sum / count,
+            )
+            return dx, dz_sum
+
+        return outputs, gradient
+
+    return normalized_gelu(x, shift), mean, variance
+
+
+@keras.saving.register_keras_serializable(package="cifar_cnn")
+class BatchNormShiftedGELU(ShiftedGELU):
+    """Batch norm without a learned scale, then ``GELU(x̂ + scale * b)``, as one layer.
+
+    The same as ``layers.BatchNormalization(center=False, scale=False)`` followed by
+    `ShiftedGELU`, synchronized across replicas like
+    `shared.distribute.batch_normalization`; in training it runs as XLA functions
+    (`batch_norm_shifted_gelu`). Inference is plain TensorFlow ops on the running
+    statistics, so the saved and exported models convert to TFLite and ONNX.
+    """
+
+    def __init__(self, scale=1.0, l2=0.0, momentum=0.99, epsilon=1e-3, **kwargs):
+        super().__init__(scale, l2, **kwargs)
+        self.momentum, self.epsilon = momentum, epsilon
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        channels = (int(input_shape[-1]),)
+        for name, initializer in (("moving_mean", "zeros"), ("moving_variance", "ones")):
+            weight = self.add_weight(
+                name=name, shape=channels, initializer=initializer, trainable=False, autocast=False
+            )
+            setattr(self, name, weight)
+
+    def call(self, inputs, training=None):
+        shift = self.scale * self.bias
+        if not (training and self.trainable):  # as Keras's batch norm: frozen, it infers
+            inverse_std = tf.math.rsqrt(self.moving_variance + self.epsilon)
+            return _normalized_shifted_gelu(inputs, self.moving_mean, inverse_std, shift)
+        outputs, mean, variance = batch_norm_shifted_gelu(
+            inputs, shift, tf.convert_to_tensor(self.moving_mean), self.epsilon
+        )
+        for statistic, value in ((self.moving_mean, mean), (self.moving_variance, variance)):
+            statistic.assign(statistic * self.momentum + value * (1.0 - self.momentum))
+        return outputs
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "epsilon": self.epsilon}
+
+
 @keras.saving.register_keras_serializable(package="cifar_cnn")
 class HorizontalFlip(layers.Layer):
     """Mirror images left to right (a test-time view)."""
@@ -327,20 +474,27 @@ def _conv_group(x, filters: int, name: str, settings: dict):
         )(x)
         if part == "a":
             x = layers.MaxPooling2D(name=f"{name}_pool")(x)
+        shift = {"scale": settings["bias_scale"], "l2": settings["l2"]}
+        if settings["fusion"] == "batch_norm":
+            x = BatchNormShiftedGELU(
+                **shift,
+                momentum=RECIPE.batchnorm_momentum,
+                epsilon=BATCH_NORM_EPSILON,
+                name=f"{name}{part}_bn_shift_gelu",
+            )(x)
+            continue
         x = batch_normalization(
             momentum=RECIPE.batchnorm_momentum,
-            epsilon=1e-12,
+            epsilon=BATCH_NORM_EPSILON,
             center=False,
             scale=False,  # the recipe freezes the scale at 1
             name=f"{name}{part}_bn",
         )(x)
-        if settings["keras_activation"]:
-            x = ScaledBias(
-                settings["bias_scale"], settings["l2"], name=f"{name}{part}_shift", dtype="float32"
-            )(x)
-            x = layers.Activation("gelu", name=f"{name}{part}_gelu")(x)
+        if settings["fusion"] == "shift":
+            x = ShiftedGELU(**shift, name=f"{name}{part}_shift")(x)
         else:
-            x = ShiftedGELU(settings["bias_scale"], settings["l2"], name=f"{name}{part}_shift")(x)
+            x = ScaledBias(**shift, name=f"{name}{part}_shift", dtype="float32")(x)
+            x = layers.Activation("gelu", name=f"{name}{part}_gelu")(x)
     return x
 
 
@@ -355,7 +509,7 @@ def build_airbench(
     width: int = 32,
     recipe: AirbenchRecipe = RECIPE,
     optimizer: str = "sgd",
-    keras_activation: bool = False,
+    fusion: str = "batch_norm",
 ) -> keras.Model:
     """``uint8`` images -> logits, the airbench94 network.
 
@@ -373,9 +527,12 @@ def build_airbench(
         optimizer: "sgd" (airbench94) or "muon" (airbench94_muon: `MuonSGD`
             applies weight decay itself, so no L2 terms; the classifier starts
             with unit-variance weights and its logits are divided by 256).
-        keras_activation: Keras's layers (`ScaledBias`, then ``Activation("gelu")``,
-            which TensorFlow differentiates op by op) instead of `ShiftedGELU` and
-            `GELU`: the same network, which ``make bench-cifar`` times beside them.
+        fusion: How each batch norm, shift and GELU are computed; the network is the
+            same, and ``make bench-cifar`` times all three. "batch_norm":
+            `BatchNormShiftedGELU`, one layer trained through XLA functions. "shift":
+            Keras's batch norm, then `ShiftedGELU`. "none": Keras's layers (batch norm,
+            `ScaledBias`, ``Activation("gelu")``), which TensorFlow differentiates op
+            by op; the GELU after the whitening is then Keras's too.
 
     Returns:
         The uncompiled Functional model. Its last layers compute in float32.
@@ -389,7 +546,7 @@ def build_airbench(
         "regularizer": keras.regularizers.L2(l2 / 2) if l2 else None,
         "bias_scale": 1.0 if muon else math.sqrt(bn_bias_lr_scale),
         "l2": l2,
-        "keras_activation": keras_activation,
+        "fusion": fusion,
     }
     images = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     x = layers.Normalization(
@@ -402,7 +559,7 @@ def build_airbench(
         x = layers.Conv2D(
             whiten_width, 2, kernel_regularizer=settings["regularizer"], name="whiten"
         )(x)
-    if keras_activation:
+    if fusion == "none":
         x = layers.Activation("gelu", name="whiten_gelu")(x)
     else:
         x = GELU(name="whiten_gelu")(x)

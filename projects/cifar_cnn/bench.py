@@ -12,8 +12,9 @@ first timed step to the end of the last (not ``fit``'s set-up and tear-down):
   Muon recipe at batch 2000 and with ``--optimizer sgd`` at batch 1024), ResNet-9 (width 32)
   and the TensorFlow tutorial's CNN (Conv 32-64-64, Dense 64: ``--model simple``),
   in float32 and, on CPUs with native bfloat16, in mixed bfloat16; the default model
-  also compiled by XLA in float32 (``--jit-compile``), and with Keras's bias and GELU
-  layers, which TensorFlow runs op by op, instead of `airbench.ShiftedGELU`'s XLA
+  also compiled by XLA in float32 (``--jit-compile``), and built with Keras's batch
+  norm (then `airbench.ShiftedGELU`) or with Keras's batch norm, bias and GELU layers,
+  which TensorFlow runs op by op, instead of `airbench.BatchNormShiftedGELU`'s XLA
   functions;
 * the arithmetic each achieves in GFLOP/s, counting a training step as 3x the
   forward pass's multiply-adds x 2 (forward, plus two backward products per
@@ -72,7 +73,11 @@ from shared.precision import cpu_supports_bfloat16
 log = logging.getLogger("cifar_cnn")
 
 WARMUP_STEPS = 3
-KERAS_GELU = "airbench (Muon), Keras GELU"
+# The same network with less fused: `airbench.build_airbench`'s ``fusion`` for each label.
+FUSION_ROWS = {
+    "airbench (Muon), Keras batch norm": "shift",
+    "airbench (Muon), Keras layers": "none",
+}
 # Time the batch size a run on CIFAR-10's 45,000 training images uses, not the sample's.
 FULL_TRAINING_IMAGES = 45_000
 
@@ -83,15 +88,18 @@ def training_throughput(model: keras.Model, data: tf.data.Dataset, steps: int, b
     return fit_rate(model, data, steps, batch)
 
 
-def airbench_model(images, labels, mean, variance, batch_size, optimizer, keras_gelu=False):
+def airbench_model(
+    images, labels, mean, variance, batch_size, optimizer, fusion: str = "batch_norm"
+):
     """The airbench model with ``optimizer``'s recipe, compiled, and its training data.
 
-    ``keras_gelu`` builds it with Keras's bias and GELU layers (``keras_activation``),
-    to show what `airbench.shifted_gelu`'s XLA functions save.
+    ``fusion`` other than the default builds the same network with Keras's batch norm
+    (and, with "none", Keras's bias and GELU layers), to show what the XLA functions of
+    `airbench.BatchNormShiftedGELU` and `airbench.ShiftedGELU` save.
     """
     whitening = airbench.patch_whitening_filters(images[:5000], mean, variance)
     model = airbench.build_airbench(
-        10, 32, mean, variance, whitening, optimizer=optimizer, keras_activation=keras_gelu
+        10, 32, mean, variance, whitening, optimizer=optimizer, fusion=fusion
     )
     if optimizer == "muon":
         airbench.compile_airbench_muon(model, 1000, 100, batch_size)
@@ -131,7 +139,7 @@ def main() -> None:
         ("airbench (default, Muon)", "airbench", "muon", "float32", False),
         ("airbench (default, Muon)", "airbench", "muon", "float32", True),
         ("airbench (default, Muon)", "airbench", "muon", "mixed_bfloat16", False),
-        (KERAS_GELU, "airbench", "muon", chosen, False),
+        *((label, "airbench", "muon", chosen, False) for label in FUSION_ROWS),
         ("ResNet-9 (resnet, width 32)", "resnet", "", "float32", False),
         ("ResNet-9 (resnet, width 32)", "resnet", "", "mixed_bfloat16", False),
         ("TF tutorial CNN (simple, width 32)", "simple", "", "float32", False),
@@ -148,7 +156,13 @@ def main() -> None:
         steps = max(args.images // batch_size, 6)
         if architecture == "airbench":
             model, data = airbench_model(
-                images, labels, mean, variance, batch_size, optimizer, label == KERAS_GELU
+                images,
+                labels,
+                mean,
+                variance,
+                batch_size,
+                optimizer,
+                FUSION_ROWS.get(label, "batch_norm"),
             )
         else:
             model, data = classic_model(
@@ -180,7 +194,7 @@ def main() -> None:
         f"{'4096x4096 float32 matmul (peak)':36s} {'':>15s} {'':>6s} {'':>10s} {'':>10s} "
         f"{'':>9s} {peak:>8.1f}"
     )
-    default = [row for row in rows if row[0].startswith("airbench") and row[0] != KERAS_GELU]
+    default = [row for row in rows if row[0].startswith("airbench") and row[0] not in FUSION_ROWS]
     for label, policy, _, _, flops, per_second in default:
         name = "airbench (Muon)" if "Muon" in label else "airbench (SGD)"
         print(
@@ -188,13 +202,15 @@ def main() -> None:
             f"product rate; one epoch of {FULL_TRAINING_IMAGES:,d} images takes about "
             f"{FULL_TRAINING_IMAGES / per_second:.0f} s."
         )
-    fused, keras_layers = (
+    fused, keras_batch_norm, keras_layers = (
         next(row[5] for row in rows if row[0] == name and row[1] == chosen)
-        for name in ("airbench (default, Muon)", KERAS_GELU)
+        for name in ("airbench (default, Muon)", *FUSION_ROWS)
     )
     print(
         f"airbench (Muon) in {chosen} trains {fused / keras_layers:.2f}x as fast with "
-        "airbench.ShiftedGELU (bias and GELU in XLA functions) as with Keras's layers."
+        "airbench.BatchNormShiftedGELU (batch norm, shift and GELU in XLA functions) as "
+        f"with Keras's layers, and {fused / keras_batch_norm:.2f}x as fast as with Keras's "
+        "batch norm followed by airbench.ShiftedGELU (shift and GELU in XLA functions)."
     )
 
 
