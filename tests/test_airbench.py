@@ -121,6 +121,139 @@ def test_the_gelu_layers_and_their_gradients_are_those_of_exact_gelu(dtype, trai
         assert np.abs(tf.cast(outputs, tf.float32).numpy() - approximate).max() > 1e-4
 
 
+def keras_batch_norm_then_shifted_gelu(inputs, shift, momentum, epsilon):
+    """The reference in float32: Keras's batch norm (no scale, no centre), + shift, exact GELU.
+
+    Returns the batch-norm layer (for its running statistics) and a function of the
+    inputs and ``training``.
+    """
+    import tensorflow as tf
+
+    batch_norm = keras.layers.BatchNormalization(
+        momentum=momentum, epsilon=epsilon, center=False, scale=False, dtype="float32"
+    )
+    batch_norm.build(inputs.shape)
+
+    def forward(values, training):
+        return tf.nn.gelu(batch_norm(values, training=training) + shift, approximate=False)
+
+    return batch_norm, forward
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_batch_norm_shifted_gelu_is_keras_batch_norm_then_shifted_gelu(dtype):
+    """Outputs, gradients (through the batch statistics, and the shift's), running
+    statistics and inference all equal Keras's batch norm followed by GELU(x + shift)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    # Channels with means far from 0 against their spread: E[x²] - E[x]² would lose
+    # digits if the sums were not centred.
+    channel_means = np.array([40.0, -3.0, 0.0, 7.0, 100.0], np.float32)
+    values = (rng.normal(size=(4, 6, 6, 5)) * [2.0, 0.5, 1.0, 3.0, 0.7] + channel_means).astype(
+        np.float32
+    )
+    upstream = rng.normal(size=values.shape).astype(np.float32)
+    inputs = tf.constant(tf.cast(values, dtype))
+    reference_inputs = tf.cast(inputs, tf.float32)  # the same (rounded) numbers
+    policy = "mixed_bfloat16" if dtype == "bfloat16" else "float32"
+    fused = airbench.BatchNormShiftedGELU(scale=8.0, momentum=0.6, epsilon=1e-5, dtype=policy)
+    fused.build(inputs.shape)
+    fused.bias.assign(rng.normal(size=5).astype(np.float32) * 0.1)
+    shift = 8.0 * tf.convert_to_tensor(fused.bias)
+    batch_norm, reference_forward = keras_batch_norm_then_shifted_gelu(
+        reference_inputs, shift, momentum=0.6, epsilon=1e-5
+    )
+    tolerance = {"float32": 1e-4, "bfloat16": 1e-2}[dtype]
+
+    for _step in range(2):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch([inputs, reference_inputs, shift])
+            outputs = fused(inputs, training=True)
+            reference = reference_forward(reference_inputs, training=True)
+            weighted = tf.reduce_sum(tf.cast(outputs, tf.float32) * upstream)
+            reference_weighted = tf.reduce_sum(reference * upstream)
+        gradient = tape.gradient(weighted, inputs)
+        reference_gradient = tape.gradient(reference_weighted, reference_inputs)
+        assert outputs.dtype == dtype and gradient.dtype == dtype
+        for ours, theirs in ((outputs, reference), (gradient, reference_gradient)):
+            ours = tf.cast(ours, tf.float32).numpy()
+            scale = np.abs(theirs.numpy()).max()
+            np.testing.assert_allclose(ours, theirs.numpy(), atol=tolerance * scale)
+        # The shift's gradient: scale x the sum of GELU's input gradient over the batch.
+        bias_gradient = tape.gradient(weighted, fused.bias).numpy()
+        expected = 8.0 * tape.gradient(reference_weighted, shift).numpy()
+        np.testing.assert_allclose(bias_gradient, expected, rtol=tolerance, atol=tolerance)
+        for ours, theirs in (
+            (fused.moving_mean, batch_norm.moving_mean),
+            (fused.moving_variance, batch_norm.moving_variance),
+        ):
+            np.testing.assert_allclose(np.asarray(ours), np.asarray(theirs), rtol=1e-5, atol=1e-6)
+    assert np.abs(np.asarray(fused.moving_mean) - 0.64 * channel_means).max() < 1.0
+
+    inferred = tf.cast(fused(inputs, training=False), tf.float32).numpy()
+    reference = reference_forward(reference_inputs, training=False).numpy()
+    np.testing.assert_allclose(inferred, reference, atol=tolerance * np.abs(reference).max())
+
+
+def test_batch_norm_shifted_gelu_under_two_replicas_equals_one_device():
+    """Each replica holds half of the batch, with other statistics than the whole: the
+    outputs, input gradients and running statistics are the whole batch's, and the
+    shift's gradients sum to the whole batch's."""
+    import tensorflow as tf
+
+    from shared.distribute import select_strategy
+
+    rng = np.random.default_rng(2)
+    halves = [
+        rng.normal(size=(3, 4, 4, 2)).astype(np.float32),
+        (rng.normal(size=(3, 4, 4, 2)) * 3 + 10).astype(np.float32),
+    ]
+    upstream = [rng.normal(size=half.shape).astype(np.float32) for half in halves]
+    bias = np.array([0.3, -0.2], np.float32)
+
+    def layer_and_step():
+        layer = airbench.BatchNormShiftedGELU(scale=2.0, momentum=0.5, epsilon=1e-5)
+        layer.build(halves[0].shape)
+        layer.bias.assign(bias)
+
+        def step(values, weights):
+            with tf.GradientTape() as tape:
+                tape.watch(values)
+                outputs = layer(values, training=True)
+                weighted = tf.reduce_sum(outputs * weights)
+            return (outputs, *tape.gradient(weighted, [values, layer.bias]))
+
+        return layer, step
+
+    single, single_step = layer_and_step()
+    whole = single_step(tf.constant(np.concatenate(halves)), tf.constant(np.concatenate(upstream)))
+
+    strategy = select_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2
+    with strategy.scope():
+        mirrored, mirrored_step = layer_and_step()
+
+    def half(data):
+        return strategy.experimental_distribute_values_from_function(
+            lambda context: tf.constant(data[context.replica_id_in_sync_group])
+        )
+
+    per_replica = tf.function(lambda v, w: strategy.run(mirrored_step, args=(v, w)))(
+        half(halves), half(upstream)
+    )
+    outputs, input_gradient, bias_gradient = (
+        strategy.experimental_local_results(result) for result in per_replica
+    )
+    np.testing.assert_allclose(np.concatenate(outputs), whole[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.concatenate(input_gradient), whole[1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.add(*bias_gradient), whole[2], rtol=1e-4, atol=1e-5)
+    for name in ("moving_mean", "moving_variance"):
+        expected = np.asarray(getattr(single, name))
+        for value in strategy.experimental_local_results(getattr(mirrored, name).value):
+            np.testing.assert_allclose(value.numpy(), expected, rtol=1e-5)
+
+
 def flips_by_epoch(images: np.ndarray, epochs: int, alternating: bool) -> np.ndarray:
     """(epochs, images) booleans: was image i mirrored in epoch e? (Told apart by content.)"""
     labels = np.zeros(len(images), dtype=np.int64)

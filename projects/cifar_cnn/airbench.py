@@ -299,8 +299,9 @@ def _channel_axes(x: tf.Tensor) -> list[int]:
 def _centred_sums_xla(x: tf.Tensor, reference: tf.Tensor):
     """Per-channel sums of ``x - reference`` and of its square, in float32.
 
-    ``reference`` (the running mean) is near the batch mean, so the variance computed
-    from these sums, E[d²] - E[d]², does not lose digits to cancellation.
+    ``reference`` (a sample's mean) is near the batch mean, so the variance computed
+    from these sums, E[d²] - E[d]², does not lose digits to cancellation when a
+    channel's mean is large against its spread.
     """
     centred = tf.cast(x, tf.float32) - reference
     axes = _channel_axes(x)
@@ -337,16 +338,16 @@ def _input_gradient_xla(x, mean, inverse_std, shift, upstream, dz_mean, dz_norma
     return tf.cast(inverse_std * (dz - dz_mean - normalized * dz_normalized_mean), x.dtype)
 
 
-def _replica_sum(*values: tf.Tensor) -> list[tf.Tensor]:
-    """``values`` summed over the replicas in sync (unchanged with one)."""
+def _replica_sum(*values: tf.Tensor, operation=tf.distribute.ReduceOp.SUM) -> list[tf.Tensor]:
+    """``values`` summed (or averaged) over the replicas in sync (unchanged with one)."""
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return list(values)
-    return [context.all_reduce(tf.distribute.ReduceOp.SUM, value) for value in values]
+    return [context.all_reduce(operation, value) for value in values]
 
 
 def batch_norm_shifted_gelu(
-    x: tf.Tensor, shift: tf.Tensor, reference: tf.Tensor, epsilon: float
+    x: tf.Tensor, shift: tf.Tensor, epsilon: float
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """Training: GELU((x - mean) / sqrt(variance + epsilon) + shift) with the batch's
     per-channel mean and (biased) variance over all replicas.
@@ -356,7 +357,13 @@ def batch_norm_shifted_gelu(
     as well, and to ``shift``) is written out and runs as XLA functions.
     """
     local_count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
-    centred_sum, centred_square_sum = _centred_sums_xla(tf.stop_gradient(x), reference)
+    x_statistics = tf.stop_gradient(x)  # the gradient below accounts for the statistics
+    # The first example's mean (the same on every replica): near the batch's.
+    (reference,) = _replica_sum(
+        tf.reduce_mean(tf.cast(x_statistics[:1], tf.float32), axis=_channel_axes(x)),
+        operation=tf.distribute.ReduceOp.MEAN,
+    )
+    centred_sum, centred_square_sum = _centred_sums_xla(x_statistics, reference)
     centred_sum, centred_square_sum, count = _replica_sum(
         centred_sum, centred_square_sum, local_count
     )
@@ -418,9 +425,7 @@ class BatchNormShiftedGELU(ShiftedGELU):
         if not (training and self.trainable):  # as Keras's batch norm: frozen, it infers
             inverse_std = tf.math.rsqrt(self.moving_variance + self.epsilon)
             return _normalized_shifted_gelu(inputs, self.moving_mean, inverse_std, shift)
-        outputs, mean, variance = batch_norm_shifted_gelu(
-            inputs, shift, tf.convert_to_tensor(self.moving_mean), self.epsilon
-        )
+        outputs, mean, variance = batch_norm_shifted_gelu(inputs, shift, self.epsilon)
         for statistic, value in ((self.moving_mean, mean), (self.moving_variance, variance)):
             statistic.assign(statistic * self.momentum + value * (1.0 - self.momentum))
         return outputs
