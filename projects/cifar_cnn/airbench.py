@@ -13,7 +13,8 @@ small VGG-like net (no residuals) with a handful of ideas, each a switch in
   input channels (its other output channels start random), so the untrained
   net passes the whitened image through.
 * batch norm without a learned scale, fast running statistics (momentum 0.6)
-  and a 64x learning rate for its shift (``--bn-bias-lr-scale``).
+  and a 64x learning rate for its shift (``--bn-bias-lr-scale``); with its shift
+  and GELU one layer, `BatchNormShiftedGELU`, trained through XLA functions.
 * Nesterov SGD, a short triangular learning-rate schedule, label smoothing 0.2.
 * ``--lookahead``: every 5 steps the weights move to an exponential moving
   average of themselves (and training continues from there).
@@ -166,7 +167,7 @@ class ScaledBias(layers.Layer):
     With plain SGD, a weight used as ``scale * b`` moves ``scale**2`` times
     faster than ``b`` would: this gives batch norm's shift the recipe's 64x
     learning rate (scale 8) without a second optimizer. (The network now uses
-    `ShiftedGELU`; runs saved before it existed hold this layer.)
+    `BatchNormShiftedGELU`; runs saved before hold this layer or `ShiftedGELU`.)
     """
 
     def __init__(self, scale: float = 1.0, l2: float = 0.0, **kwargs):
@@ -283,9 +284,9 @@ class ShiftedGELU(ScaledBias):
         return shifted_gelu(inputs, self.scale * self.bias, training=bool(training))
 
 
-# Batch norm (without a learned scale) fused with the shift and GELU. Batch norm's own
-# Keras layer runs about ten passes over the activations in training (casts, the mean,
-# the variance, normalising, and as many again for the gradient TensorFlow derives);
+# Batch norm (without a learned scale) fused with the shift and GELU. Keras's batch norm
+# layer runs each of its ops as a pass over the activations in training (casts, the mean,
+# the variance, normalising, and the ops of the gradient TensorFlow derives for them);
 # here each direction is one XLA reduction pass (per-channel sums) and one XLA
 # element-wise pass. Between the two, the sums are all-reduced when there are several
 # replicas, so batch norm stays synchronized (see `shared.distribute.batch_normalization`).
@@ -466,6 +467,9 @@ class ReflectShift(layers.Layer):
 # ---------------------------------------------------------------------------
 
 
+FUSIONS = ("batch_norm", "shift", "none")  # `build_airbench`'s ``fusion``
+
+
 def _conv_group(x, filters: int, name: str, settings: dict):
     for part in ("a", "b"):
         x = layers.Conv2D(
@@ -542,6 +546,8 @@ def build_airbench(
     Returns:
         The uncompiled Functional model. Its last layers compute in float32.
     """
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
     muon = optimizer == "muon"
     l2 = 0.0 if muon else l2_coefficient(recipe)
     settings = {
