@@ -311,6 +311,8 @@ def test_bad_data_dir_is_refused_with_what_to_do(tmp_path):
     config = CifarConfig.create(quick=True, data_dir=str(tmp_path), run_dir=str(tmp_path / "run"))
     with pytest.raises(ImageDataError, match="picture.jpg is a file directly inside"):
         train_cifar(config)
+    # The run chose bfloat16 on a CPU with it: models built after the error are float32.
+    assert keras.mixed_precision.global_policy().name == "float32"
 
 
 def test_killed_run_resumes_from_its_last_epoch(tmp_path, caplog):

@@ -55,7 +55,7 @@ from shared.distribute import select_strategy
 from shared.errors import UserError
 from shared.images import load_image_data
 from shared.plots import save_figure
-from shared.precision import precision_policy
+from shared.precision import training_precision
 from shared.runs import start_run
 
 log = logging.getLogger("cifar_cnn")
@@ -249,9 +249,14 @@ def learning_rate_schedule(config: CifarConfig, batch_size: int, steps_per_epoch
 def main(config: CifarConfig) -> dict:
     """Train, score and save the classifier; returns metrics.json's content."""
     run = start_run("cifar_cnn", config)
-    policy = precision_policy(config.mixed_precision)
-    keras.mixed_precision.set_global_policy(policy)
+    # The chosen precision applies to this run's models only: Keras's global policy is
+    # float32 again afterwards, also when the run stops with an error (a bad --data-dir).
+    with training_precision(config.mixed_precision) as policy:
+        return train_and_score(config, run, policy)
 
+
+def train_and_score(config: CifarConfig, run, policy: str) -> dict:
+    """`main`'s work, with ``policy`` as Keras's global dtype policy."""
     data = load_image_data(
         config.data_dir or None, config.image_size, config.validation_fraction, config.seed
     )
