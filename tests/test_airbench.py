@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 
@@ -76,6 +77,25 @@ def test_dirac_initialised_convolutions_start_as_identities():
     assert np.abs(kernel[..., 4:]).max() > 0  # the other 2 start random
 
 
+def against_reference(forward, reference_forward, inputs, reference_inputs, upstream, watch=()):
+    """Both functions' outputs and input gradients for the loss sum(outputs · upstream).
+
+    Returns ``(outputs, gradient, reference, reference_gradient, tape, weighted,
+    reference_weighted)``: the persistent tape and the two losses give further gradients.
+    """
+    import tensorflow as tf
+
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([inputs, reference_inputs, *watch])
+        outputs = forward(inputs)
+        reference = reference_forward(reference_inputs)
+        weighted = tf.reduce_sum(tf.cast(outputs, tf.float32) * upstream)
+        reference_weighted = tf.reduce_sum(reference * upstream)
+    gradient = tape.gradient(weighted, inputs)
+    reference_gradient = tape.gradient(reference_weighted, reference_inputs)
+    return outputs, gradient, reference, reference_gradient, tape, weighted, reference_weighted
+
+
 @pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_the_gelu_layers_and_their_gradients_are_those_of_exact_gelu(dtype, training):
@@ -96,15 +116,13 @@ def test_the_gelu_layers_and_their_gradients_are_those_of_exact_gelu(dtype, trai
     # float32: equal to rounding; bfloat16: the reference rounded to 8 significant bits.
     tolerance = {"float32": 1e-5, "bfloat16": 8e-3}[dtype]
     for layer, reference_shift in ((shifted, shift), (airbench.GELU(dtype=policy), 0.0)):
-        with tf.GradientTape(persistent=True) as tape:
-            tape.watch(inputs)
-            tape.watch(reference_inputs)
-            outputs = layer(inputs, training=training)
-            reference = tf.nn.gelu(reference_inputs + reference_shift, approximate=False)
-            weighted = tf.reduce_sum(tf.cast(outputs, tf.float32) * upstream)
-            reference_weighted = tf.reduce_sum(reference * upstream)
-        gradient = tape.gradient(weighted, inputs)
-        reference_gradient = tape.gradient(reference_weighted, reference_inputs)
+        outputs, gradient, reference, reference_gradient, tape, weighted, _ = against_reference(
+            functools.partial(layer, training=training),
+            lambda values, shift=reference_shift: tf.nn.gelu(values + shift, approximate=False),
+            inputs,
+            reference_inputs,
+            upstream,
+        )
         assert outputs.dtype == dtype and gradient.dtype == dtype
         for ours, theirs in ((outputs, reference), (gradient, reference_gradient)):
             ours = tf.cast(ours, tf.float32).numpy()
@@ -167,14 +185,16 @@ def test_batch_norm_shifted_gelu_is_keras_batch_norm_then_shifted_gelu(dtype):
     tolerance = {"float32": 1e-4, "bfloat16": 1e-2}[dtype]
 
     for _step in range(2):
-        with tf.GradientTape(persistent=True) as tape:
-            tape.watch([inputs, reference_inputs, shift])
-            outputs = fused(inputs, training=True)
-            reference = reference_forward(reference_inputs, training=True)
-            weighted = tf.reduce_sum(tf.cast(outputs, tf.float32) * upstream)
-            reference_weighted = tf.reduce_sum(reference * upstream)
-        gradient = tape.gradient(weighted, inputs)
-        reference_gradient = tape.gradient(reference_weighted, reference_inputs)
+        outputs, gradient, reference, reference_gradient, tape, weighted, reference_weighted = (
+            against_reference(
+                lambda values: fused(values, training=True),
+                lambda values: reference_forward(values, training=True),
+                inputs,
+                reference_inputs,
+                upstream,
+                watch=[shift],
+            )
+        )
         assert outputs.dtype == dtype and gradient.dtype == dtype
         for ours, theirs in ((outputs, reference), (gradient, reference_gradient)):
             ours = tf.cast(ours, tf.float32).numpy()

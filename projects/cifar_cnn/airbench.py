@@ -322,11 +322,16 @@ def _normalized_shifted_gelu(x, mean, inverse_std, shift):
 _normalized_shifted_gelu_xla = tf.function(_normalized_shifted_gelu, jit_compile=True)
 
 
+def _normalized_and_dz(x, mean, inverse_std, shift, upstream):
+    """x̂ and dL/dz (z = x̂ + shift), recomputed in each backward function rather than stored."""
+    normalized = _normalized(x, mean, inverse_std)
+    return normalized, tf.cast(upstream, tf.float32) * _gelu_slope(normalized + shift)
+
+
 @tf.function(jit_compile=True)
 def _gradient_sums_xla(x, mean, inverse_std, shift, upstream):
     """Per-channel sums of dL/dz and of dL/dz · x̂ (z = x̂ + shift, x̂ normalised)."""
-    normalized = _normalized(x, mean, inverse_std)
-    dz = tf.cast(upstream, tf.float32) * _gelu_slope(normalized + shift)
+    normalized, dz = _normalized_and_dz(x, mean, inverse_std, shift, upstream)
     axes = _channel_axes(x)
     return tf.reduce_sum(dz, axes), tf.reduce_sum(dz * normalized, axes)
 
@@ -334,8 +339,7 @@ def _gradient_sums_xla(x, mean, inverse_std, shift, upstream):
 @tf.function(jit_compile=True)
 def _input_gradient_xla(x, mean, inverse_std, shift, upstream, dz_mean, dz_normalized_mean):
     """dL/dx of batch norm: (dz - mean(dz) - x̂ · mean(dz · x̂)) / std."""
-    normalized = _normalized(x, mean, inverse_std)
-    dz = tf.cast(upstream, tf.float32) * _gelu_slope(normalized + shift)
+    normalized, dz = _normalized_and_dz(x, mean, inverse_std, shift, upstream)
     return tf.cast(inverse_std * (dz - dz_mean - normalized * dz_normalized_mean), x.dtype)
 
 
