@@ -2,8 +2,9 @@
 
 `standard_callbacks` returns, in the order Keras must call them:
 
-1. `EpochTimer` adds ``epoch_seconds`` and ``examples_per_second`` to the
-   epoch's logs, so the callbacks after it (CSV, TensorBoard, History) see them.
+1. `EpochTimer` adds ``epoch_seconds``, ``validation_seconds`` and
+   ``examples_per_second`` to the epoch's logs, so the callbacks after it (CSV,
+   TensorBoard, History) see them.
 2. `RunCheckpoint` records the epoch: its row of ``history.csv``, the best
    model so far (``best.keras``) and the backup a re-run resumes from (weights,
    optimizer state, epoch number), all made consistent by one atomic commit.
@@ -47,6 +48,10 @@ log = logging.getLogger(__name__)
 class EpochTimer(keras.callbacks.Callback):
     """Record wall time and throughput of each epoch in the epoch logs; log time left.
 
+    ``epoch_seconds`` is the whole epoch, its validation pass included;
+    ``validation_seconds`` is that pass alone (0 without one), so training time
+    as papers report it (evaluation excluded) is the difference.
+    ``examples_per_second`` divides by the whole epoch, as it always has.
     After each epoch one log line says how long the remaining epochs should
     take (from the median epoch so far, so the first epoch's compilation does
     not dominate) and when training should finish.
@@ -59,6 +64,8 @@ class EpochTimer(keras.callbacks.Callback):
         super().__init__()
         self.examples_per_epoch = examples_per_epoch
         self._started = 0.0
+        self._validation_started: float | None = None
+        self._validation_seconds = 0.0
         self._durations: list[float] = []
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -66,12 +73,24 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._started = time.perf_counter()
+        self._validation_seconds = 0.0
+
+    # fit runs its validation pass through evaluate with the same callbacks, so
+    # these two bracket it (and only it: the timer is not given to other loops).
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        self._validation_started = time.perf_counter()
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        if self._validation_started is not None:
+            self._validation_seconds += time.perf_counter() - self._validation_started
+            self._validation_started = None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is None:
             return
         seconds = time.perf_counter() - self._started
         logs["epoch_seconds"] = seconds
+        logs["validation_seconds"] = self._validation_seconds
         logs["examples_per_second"] = self.examples_per_epoch / max(seconds, 1e-9)
         self._durations.append(seconds)
         total = self.params.get("epochs") if self.params else None
@@ -80,17 +99,20 @@ class EpochTimer(keras.callbacks.Callback):
             left = recent[len(recent) // 2] * (total - epoch - 1)
             finish = dt.datetime.now() + dt.timedelta(seconds=left)
             log.info(
-                "Epoch %d/%d took %s; about %s left (done around %s)",
+                "Epoch %d/%d took %s%s; about %s left (done around %s)",
                 epoch + 1,
                 total,
-                _duration(seconds),
-                _duration(left),
+                format_duration(seconds),
+                f" ({format_duration(self._validation_seconds)} of it validation)"
+                if self._validation_seconds
+                else "",
+                format_duration(left),
                 f"{finish:%H:%M}",
             )
 
 
-def _duration(seconds: float) -> str:
-    """``42 s``, ``3.5 min`` or ``1.2 h``."""
+def format_duration(seconds: float) -> str:
+    """``seconds`` for a log line: ``4.2 s``, ``42 s``, ``3.5 min`` or ``1.2 h``."""
     if seconds < 10:
         return f"{seconds:.1f} s"
     if seconds < 90:

@@ -16,7 +16,13 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from shared.saving import atomic_path  # noqa: E402
 
 # Logged per epoch for the record, but not learning curves.
-_NOT_CURVES = {"epoch", "epoch_seconds", "examples_per_second", "learning_rate"}
+_NOT_CURVES = {
+    "epoch",
+    "epoch_seconds",
+    "validation_seconds",
+    "examples_per_second",
+    "learning_rate",
+}
 
 
 def save_figure(figure: plt.Figure, path: str | os.PathLike, tight: bool = True) -> Path:

@@ -5,7 +5,8 @@ Every training run writes one folder (default ``runs/<project>/<UTC time>/``)::
     config.json     the exact settings, loadable with `load_run`
     versions.json   Python, TensorFlow, Keras, NumPy, platform, devices
     train.log       the log of the run
-    history.csv     one row per epoch (metrics, epoch_seconds, examples_per_second)
+    history.csv     one row per epoch (metrics, epoch_seconds, validation_seconds,
+                    examples_per_second)
     metrics.json    final metrics, machine-readable
     timing.json     wall-clock figures (kept out of metrics.json so that two
                     runs with the same seed can give identical metrics.json: XOR's
@@ -42,6 +43,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from shared.callbacks import format_duration
 from shared.config import TrainConfig
 from shared.distribute import wait_for_all_workers, worker_role
 from shared.errors import UserError
@@ -215,6 +217,13 @@ class Run:
             plot_history(history, self.plots_dir / "training_curves.png")
             timing.update(_throughput_summary(history))
         write_json(self.path / "timing.json", timing)
+        if "training_seconds" in timing:
+            log.info(
+                "Time: %s training, %s validation passes, %s the whole run (timing.json)",
+                format_duration(timing["training_seconds"]),
+                format_duration(timing["validation_seconds_sum"]),
+                format_duration(timing["wall_seconds"]),
+            )
         if not diverged:
             _point_latest(self)
         wait_for_all_workers()
@@ -268,11 +277,18 @@ def _throughput_summary(history_csv: Path) -> dict[str, float]:
     steady = (
         frame["examples_per_second"].iloc[1:] if len(frame) > 1 else frame["examples_per_second"]
     )
-    return {
+    summary = {
         "epochs_logged": int(len(frame)),
         "first_epoch_seconds": float(frame["epoch_seconds"].iloc[0]),
         "median_examples_per_second": float(steady.median()),
+        "epoch_seconds_sum": float(frame["epoch_seconds"].sum()),
     }
+    if "validation_seconds" in frame:  # runs resumed from before it was logged lack it
+        validation = frame["validation_seconds"].fillna(0.0)
+        summary["validation_seconds_sum"] = float(validation.sum())
+        # Training time as papers count it: the epochs without their validation passes.
+        summary["training_seconds"] = float((frame["epoch_seconds"] - validation).sum())
+    return summary
 
 
 def _point_latest(run: Run) -> None:

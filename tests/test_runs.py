@@ -58,12 +58,19 @@ def test_a_run_directory_describes_itself(tmp_path):
     assert [int(row["epoch"]) for row in rows] == [0, 1, 2]
     assert all(float(row["examples_per_second"]) > 0 for row in rows)
     assert {"loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"} <= set(rows[0])
+    timing = json.loads((run_dir / "timing.json").read_text())
+    # Training time without the validation passes, as papers report it.
+    assert 0 < timing["validation_seconds_sum"] < timing["epoch_seconds_sum"]
+    assert timing["training_seconds"] == pytest.approx(
+        timing["epoch_seconds_sum"] - timing["validation_seconds_sum"]
+    )
 
     events = list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
     assert events, "no TensorBoard event files"
     for png in ["training_curves.png", "decision_boundary.png"]:
         assert (run_dir / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "Run directory" in (run_dir / "train.log").read_text()
+    log_text = (run_dir / "train.log").read_text()
+    assert "Run directory" in log_text and " training, " in log_text
 
     best = json.loads((run_dir / "best.json").read_text())
     val_losses = [float(row["val_loss"]) for row in rows]
@@ -184,6 +191,43 @@ def test_an_invalid_loss_stops_training_and_says_why(tmp_path, caplog):
     assert not np.isfinite(losses[-1])
     assert f"Training stopped: the loss became {losses[-1]} at epoch {len(losses)}" in caplog.text
     assert "lower --learning-rate" in caplog.text
+
+
+class SlowValidation(keras.callbacks.Callback):
+    """Makes each validation batch take ``seconds`` longer: a pass whose length is known."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_test_batch_end(self, batch, logs=None):
+        time.sleep(self.seconds)
+
+
+def test_the_validation_pass_is_timed_apart_from_the_epoch_it_ends(tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    model, x, y = tiny_regression()
+    model.compile(optimizer="sgd", loss="mse")
+    batches, pause = 3, 0.2
+    history = model.fit(
+        x,
+        y,
+        epochs=3,
+        verbose=0,
+        validation_data=(x, y),
+        validation_batch_size=len(x) // batches,
+        validation_freq=2,  # a validation pass in the second epoch only
+        callbacks=[*standard_callbacks(tmp_path, len(x), monitor="loss"), SlowValidation(pause)],
+    )
+    validation = history.history["validation_seconds"]
+    epochs = history.history["epoch_seconds"]
+    assert validation[0] == 0 and validation[2] == 0
+    assert batches * pause <= validation[1] <= epochs[1]
+    assert "Epoch 2/3 took" in caplog.text and "of it validation" in caplog.text
+
+    with open(tmp_path / "history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert float(rows[1]["validation_seconds"]) == pytest.approx(validation[1])
 
 
 def test_the_end_of_a_run_says_where_the_plots_are_and_what_to_try(tmp_path, caplog):
