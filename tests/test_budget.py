@@ -194,6 +194,25 @@ def test_the_epoch_includes_the_validation_pass_fit_will_make():
     assert 0.9 < with_validation - steps_only < 1.8
 
 
+def test_one_stalled_validation_pass_does_not_stretch_the_planned_epoch():
+    stall_seconds, stalled = 3.0, []
+
+    def stall_once(index):  # the first pass meets another program taking the cores
+        # Not batch 0 or 1: the one-batch pass that traces the test step reads both.
+        if index == 3 and not stalled:
+            stalled.append(index)
+            time.sleep(stall_seconds)
+
+    model, data = tiny_model_and_slow_batches(lambda index: None, rows_per_batch=8)
+    _, validation = tiny_model_and_slow_batches(stall_once, rows_per_batch=8)
+    steps_only = time_one_epoch(model, data, steps_per_epoch=50)
+    with_validation = time_one_epoch(
+        model, data, steps_per_epoch=50, validation_data=validation.take(5)
+    )
+    assert stalled  # the stall happened, in a pass the timing made
+    assert with_validation - steps_only < 1.0
+
+
 def test_the_bench_rate_counts_the_steps_and_not_the_start_of_each_fit():
     first_step_seconds, step_seconds, images_per_step = 1.0, 0.2, 64
 
