@@ -150,7 +150,7 @@ def time_one_epoch(
     (after a one-batch pass that traces the test step) and the faster pass is added:
     a single pass, like a single step, can meet a moment of other work. On the
     AVX-512 EPYC one such pass took 10.2 s where every pass of the run that followed
-    took 3.8-4.0 s, and the plan lost an epoch; on the AVX2 EPYC one took 20.5 s
+    took 3.8-4.0 s, adding 6 s to every planned epoch; on the AVX2 EPYC one took 20.5 s
     against 10.1 in other runs. Pass it
     without ``.cache()``: TensorFlow warns when a pass stops part-way through a cache
     (CIFAR's evaluation dataset dropped its cache for this reason).
