@@ -251,7 +251,11 @@ def cifar_tab(runs: Runs, run_dir: str, scratch: Path) -> None:
     @shown_in_page
     def classify(path: str | None, directory: str):
         if not path:
-            raise UserError("Upload an image or pick a bundled one first.")
+            # Also what a Classify clicked while a picked image is still loading sends.
+            raise UserError(
+                "Upload an image or pick a bundled one first"
+                " (a picked image is ready once its name shows in the box)."
+            )
         run = runs.get(directory, "cifar_cnn", "projects.cifar_cnn.predict")
         image = read_image_file(path, int(run.model.input_shape[1]))
         probabilities = np.asarray(run.model.predict(image[None], verbose=0))[0]

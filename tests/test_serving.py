@@ -382,6 +382,9 @@ def test_demo_cifar_tab(page, tmp_path):
 
     page.get_by_role("tab", name="CIFAR-10 CNN").click()
     page.get_by_text("cat.png", exact=True).click()  # a bundled CIFAR-10 image
+    # Picking an example is a request of its own: a Classify sent before its answer
+    # arrives carries no image (on a busy machine that failed this test once).
+    expect(page.locator("#cifar-file a[href$='/cat.png']")).to_be_visible()
     page.get_by_role("button", name="Classify").click()
     expect(page.locator("#cifar-gradcam img")).to_be_visible()
     classes = page.inner_text("#cifar-top3")
@@ -391,6 +394,7 @@ def test_demo_cifar_tab(page, tmp_path):
     not_an_image.write_text("these are notes, not pixels")
     page.locator("#cifar-file button[aria-label=Clear]").click()
     page.locator("#cifar-file input[type=file]").set_input_files(str(not_an_image))
+    expect(page.locator("#cifar-file a[href$='/notes.png']")).to_be_visible()  # uploaded
     page.get_by_role("button", name="Classify").click()
     expect_message(page, "it is not an image file Pillow can decode")
 
