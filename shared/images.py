@@ -378,6 +378,11 @@ def load_image_data(
         split, note = "test", f"the test split ({len(held_out_labels)} images)"
     else:
         keep, held_out = class_balanced_split(train_labels, validation_fraction, seed)
+        if not len(held_out):  # only when every class has one image: it trains on it
+            raise ImageDataError(
+                f"{data_dir}/train holds one image per class, so none can be held out to "
+                "measure accuracy on: add images, or a test/<class>/ folder to score on."
+            )
         held_out_images, held_out_labels = train_images[held_out], train_labels[held_out]
         train_images, train_labels = train_images[keep], train_labels[keep]
         split = "validation"

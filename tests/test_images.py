@@ -146,12 +146,13 @@ def test_class_balanced_split_keeps_every_class_in_training():
         ("unreadable", "cannot read"),
         ("classes_differ", "only in train: ['frog']; only in test: ['horse']"),
         ("one_class", "only one class folder"),
+        ("one_image_per_class", "one image per class, so none can be held out"),
     ],
 )
 def test_bad_image_folders_name_the_first_offending_path(tmp_path, breakage, expected):
     root = tmp_path / "data"
     if breakage != "missing_dir":
-        make_folder(root, per_class=2)
+        make_folder(root, per_class=1 if breakage == "one_image_per_class" else 2)
     if breakage == "no_train":
         (root / "train").rename(root / "training")
     elif breakage == "no_classes":
