@@ -26,6 +26,7 @@ from projects.stock_lstm.evaluate import (
     compare_methods,
     diebold_mariano,
     forecast_metrics,
+    format_table,
     in_sample_naive_mae,
 )
 from projects.stock_lstm.forecast import ForecastError, forecast, interval_for_steps
@@ -119,6 +120,20 @@ def test_too_short_series_fail_with_the_minimum_length(aapl):
         check_length(aapl.iloc[: needed - 1], config, "AAPL")
     more_folds = StockConfig(window=60, horizon=5, walk_forward=4)
     assert minimum_days(more_folds) > needed
+
+
+def test_a_series_that_never_moves_is_refused_and_zero_naive_errors_print_as_dashes(aapl):
+    flat = aapl.copy()
+    flat["Close"] = 10.0
+    with pytest.raises(PriceDataError, match="Close is 10 on all .* days; a series that never"):
+        check_length(flat, StockConfig(), "FLAT")
+    # Prices flat over the scored days alone: relative MAE and MASE are 0/0, so the
+    # table shows a dash where it would fail to format a number.
+    windows = make_windows(aapl, compute_features(aapl), window=20, horizon=1)
+    scored = forecast_metrics(np.zeros_like(windows.targets), windows, 0.0, 0.0)
+    assert scored["relative_mae"] is None and scored["mase"] is None
+    row = format_table({"naive": scored}).splitlines()[2].split()
+    assert row[0] == "naive" and row[4:6] == ["-", "-"]
 
 
 def test_invalid_stock_settings_are_rejected():

@@ -198,7 +198,8 @@ def minimum_days(config: StockConfig) -> int:
 
 
 def check_length(prices: pd.DataFrame, config: StockConfig, source: str) -> None:
-    """Raise `PriceDataError` naming the minimum length if ``prices`` is too short."""
+    """Raise `PriceDataError` if ``prices`` is too short (naming the minimum length) or
+    its Close never changes (no error could be scaled by the naive forecast's)."""
     needed = minimum_days(config)
     if len(prices) < needed:
         raise PriceDataError(
@@ -206,6 +207,11 @@ def check_length(prices: pd.DataFrame, config: StockConfig, source: str) -> None
             f"{config.horizon}, the validation/test fractions and --walk-forward "
             f"{config.walk_forward} need at least {needed}. Use a longer date range or a "
             "smaller --window."
+        )
+    if prices["Close"].nunique() == 1:
+        raise PriceDataError(
+            f"{source}: Close is {prices['Close'].iloc[0]:g} on all {len(prices)} days; a "
+            "series that never moves has nothing to forecast."
         )
 
 

@@ -232,6 +232,12 @@ def diebold_mariano(
     }
 
 
+def ratio_text(ratio: float | None) -> str:
+    """A relative MAE or MASE to three decimals, or "-" when the naive error it is scaled
+    by is 0 (prices that did not move over those days)."""
+    return "-" if ratio is None else f"{ratio:.3f}"
+
+
 def format_table(results: dict[str, dict]) -> str:
     """A plain-text table of the methods' test metrics."""
     header = (
@@ -244,7 +250,7 @@ def format_table(results: dict[str, dict]) -> str:
         p_value = metrics["direction_p_value"]
         lines.append(
             f"{name:<15}{metrics['rmse']:>9.3f}{metrics['mae']:>9.3f}{metrics['mape']:>8.2f}"
-            f"{metrics['relative_mae']:>9.3f}{metrics['mase']:>8.3f}"
+            f"{ratio_text(metrics['relative_mae']):>9}{ratio_text(metrics['mase']):>8}"
             + (
                 f"{direction:>9.3f}{p_value:>8.3f}"
                 if direction is not None

@@ -51,6 +51,7 @@ from projects.stock_lstm.evaluate import (
     compare_methods,
     diebold_mariano,
     format_table,
+    ratio_text,
 )
 from projects.stock_lstm.global_model import train_global
 from projects.stock_lstm.intervals import REPORTED_INTERVAL, compare_intervals
@@ -410,16 +411,16 @@ def main(config: StockConfig) -> dict:
             " (reported)" if name == evaluation["interval"]["method"] else "",
         )
     log.info(
-        "The raw %s %s the naive forecast on test RMSE (relative MAE %.3f).",
+        "The raw %s %s the naive forecast on test RMSE (relative MAE %s).",
         config.cell.upper(),
         "beats" if metrics["model_beats_naive_rmse"] else "does NOT beat",
-        methods["model"]["relative_mae"],
+        ratio_text(methods["model"]["relative_mae"]),
     )
     combination = evaluation["combination"]
     dm = combination["validation_diebold_mariano"]
     log.info(
         "Reported forecast: naive + %.2f x (%s - naive), w from the validation days: %s "
-        "(test relative MAE %.3f)",
+        "(test relative MAE %s)",
         combination["weight"],
         config.cell.upper(),
         f"the best w there, {combination['best_validation_weight']:.2f}, beats naive "
@@ -428,7 +429,7 @@ def main(config: StockConfig) -> dict:
         else f"the model adds nothing there that is not luck (best w "
         f"{combination['best_validation_weight']:.2f}, Diebold-Mariano p = "
         f"{dm['p_value']:.2f}), so the reported forecast is the naive one",
-        methods["reported"]["relative_mae"],
+        ratio_text(methods["reported"]["relative_mae"]),
     )
     run.finish(shrunk_towards_naive(model, combination["weight"]), metrics)
     return metrics
@@ -497,9 +498,11 @@ def walk_forward(
         for name in folds[0]["methods"]
     }
     log.info(
-        "Walk-forward mean over %d folds: %s",
+        "Walk-forward mean relative MAE over %d folds: %s",
         len(folds),
-        {name: round(values["relative_mae"], 3) for name, values in mean.items()},
+        ", ".join(
+            f"{name} {ratio_text(values.get('relative_mae'))}" for name, values in mean.items()
+        ),
     )
     return {"folds": folds, "mean": mean}
 
