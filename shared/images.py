@@ -138,6 +138,8 @@ def read_image_file(path: str | os.PathLike, image_size: int) -> np.ndarray:
     """`decode_image` of a file on disk; errors name the path."""
     try:
         data = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise ImageDataError(f"{path} is a folder; give image files, e.g. {path}/*.png") from None
     except OSError as error:
         raise ImageDataError(f"cannot read {path}: {error.strerror or error}.") from None
     return decode_image(data, image_size, str(path))

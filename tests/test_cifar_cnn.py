@@ -231,7 +231,9 @@ def test_predict_cli_classifies_images_and_reports_a_non_image(quick_runs, tmp_p
     big = Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 90), dtype=np.uint8))
     big.convert("L").save(tmp_path / "grey 120x90.png")
     (tmp_path / "notes.txt").write_text("not an image")
-    paths = [str(tmp_path / name) for name in ("ship.jpg", "notes.txt", "grey 120x90.png")]
+    (tmp_path / "more").mkdir()
+    names = ("ship.jpg", "notes.txt", "grey 120x90.png", "more")
+    paths = [str(tmp_path / name) for name in names]
     result = run_module("projects.cifar_cnn.predict", "--run-dir", str(run_dir), *paths)
     assert result.returncode == 1, result.stderr
     lines = result.stdout.strip().splitlines()
@@ -247,6 +249,7 @@ def test_predict_cli_classifies_images_and_reports_a_non_image(quick_runs, tmp_p
             for entry in ranked
         )
     assert f"cannot read {paths[1]}: it is not an image file" in result.stderr
+    assert f"{paths[3]} is a folder; give image files, e.g. {paths[3]}/*.png" in result.stderr
     assert "Traceback" not in result.stderr
 
 
