@@ -246,18 +246,21 @@ def load_labelled_folder(
     root = Path(folder)
     if not root.is_dir():
         raise ImageDataError(f"{root} does not exist or is not a folder.")
+    # Checked before the class folders: their check would only say that train/<class>
+    # is a folder inside a class folder.
+    splits = [name for name in ("train", "test") if name not in class_names]
+    if any((root / name).is_dir() for name in splits):
+        instead = root / "test" if (root / "test").is_dir() else "a folder of class folders"
+        raise ImageDataError(
+            f"{root} is laid out for training (train/<class>/<image>); scoring needs "
+            f"FOLDER/<class>/<image>: pass {instead} instead."
+        )
     folders = _class_folders(root)
     unknown = sorted(set(folders) - set(class_names))
     if unknown:
-        hint = (
-            f" It looks like a --data-dir of training; pass {root / 'test'} (or another "
-            "folder of class folders) instead."
-            if {"train", "test"} & set(unknown)
-            else ""
-        )
         raise ImageDataError(
             f"{root} has class folders the model does not know: {', '.join(unknown)}. "
-            f"The model's classes: {', '.join(class_names)}.{hint}"
+            f"The model's classes: {', '.join(class_names)}."
         )
     images, labels = [], []
     for name in folders:

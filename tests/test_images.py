@@ -19,6 +19,7 @@ from shared.images import (
     decode_image,
     load_bundled_sample,
     load_image_data,
+    load_labelled_folder,
 )
 
 
@@ -180,6 +181,18 @@ def test_bad_image_folders_name_the_first_offending_path(tmp_path, breakage, exp
     assert expected in message
     if breakage == "unreadable":
         assert str(root / "train" / "dog" / "001.png") in message
+
+
+def test_a_training_layout_given_for_scoring_says_which_folder_to_pass(tmp_path):
+    classes = ("cat", "dog", "frog")
+    with_test = make_folder(tmp_path / "both", classes, per_class=2, test_per_class=1)
+    with pytest.raises(ImageDataError, match=f"pass {with_test / 'test'} instead"):
+        load_labelled_folder(with_test, 32, classes)
+    images, labels = load_labelled_folder(with_test / "test", 32, classes)
+    assert images.shape == (3, 32, 32, 3) and sorted(labels) == [0, 1, 2]
+    train_only = make_folder(tmp_path / "train_only", classes, per_class=2)
+    with pytest.raises(ImageDataError, match="pass a folder of class folders instead"):
+        load_labelled_folder(train_only, 32, classes)
 
 
 def test_16_bit_grey_pngs_keep_their_grey_levels(tmp_path):
