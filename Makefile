@@ -9,6 +9,7 @@ ARGS ?=
 IMAGES ?=
 PROJECT ?= xor_mlp
 WORKERS ?= 2
+PROJECTS := $(sort $(patsubst projects/%/train.py,%,$(wildcard projects/*/train.py)))
 
 .DEFAULT_GOAL := help
 .PHONY: help install install-gpu test lint xor-mlp stock-lstm stock-lstm-forecast stock-gradients shakespeare shakespeare-generate shakespeare-attention shakespeare-compare bench-shakespeare cifar-cnn cifar-cnn-predict cifar-inspect cifar-evaluate cifar-tour bench-cifar export bench-export demo multiworker bench-scaling tensorboard clean
@@ -93,6 +94,7 @@ demo: $(INSTALLED) ## Serve a page to try every project's latest run on http://1
 	$(BIN)/python -m shared.demo $(if $(RUN),--run $(RUN)) $(ARGS)
 
 multiworker: $(INSTALLED) ## Train PROJECT=<name> as WORKERS=N local workers (MultiWorkerMirroredStrategy)
+	@test -f "projects/$(PROJECT)/train.py" || { echo 'make multiworker: PROJECT=$(PROJECT) is not a project; choose one of: $(PROJECTS)' >&2; exit 2; }
 	$(BIN)/python -m shared.launch --workers $(WORKERS) -- $(BIN)/python -m projects.$(PROJECT).train $(ARGS)
 
 bench-scaling: $(INSTALLED) ## Print stock/Shakespeare throughput: 1 device, 2 replicas, 2 local workers

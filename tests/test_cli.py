@@ -74,6 +74,20 @@ def test_every_make_target_named_in_a_readme_exists():
     assert not missing, f"README names make targets the Makefile lacks: {sorted(missing)}"
 
 
+def test_make_multiworker_names_the_projects_when_given_another():
+    # Without the check, every worker failed to import projects.<name>.train.
+    result = subprocess.run(
+        ["make", "--no-print-directory", "multiworker", "PROJECT=cifar"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "PROJECT=cifar is not a project; choose one of: cifar_cnn shakespeare" in result.stderr
+    assert "launch" not in result.stdout + result.stderr  # refused before any worker started
+
+
 def makefile_modules() -> set[str]:
     """``python -m`` modules that the Makefile's targets run."""
     text = (REPO_ROOT / "Makefile").read_text()
