@@ -17,7 +17,7 @@ and plots/.
 The default model is airbench (``airbench.py``), whose saved model averages
 six test-time views. Expected on 2 CPU cores (README.md has the commands and
 the machines): offline, on the bundled sample, 82.0% validation accuracy in
-under 2 minutes on an AMD EPYC with AVX-512 (80.5% in about 5 minutes without
+under 2 minutes on an AMD EPYC with AVX-512 (80.5% in 4.7-6.8 minutes without
 AVX-512); with ``--data-dir`` on the 50,000 CIFAR-10 training images, 90.2-91.0%
 on a 5,000-image validation split (seeds 0-2) after about 16 minutes of training
 (8 epochs) on the AVX-512 EPYC. ``--model resnet``: 88.4-88.6% in 35-40 minutes.
