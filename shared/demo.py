@@ -251,11 +251,7 @@ def cifar_tab(runs: Runs, run_dir: str, scratch: Path) -> None:
     @shown_in_page
     def classify(path: str | None, directory: str):
         if not path:
-            # Also what a Classify clicked while a picked image is still loading sends.
-            raise UserError(
-                "Upload an image or pick a bundled one first"
-                " (a picked image is ready once its name shows in the box)."
-            )
+            raise UserError("Upload an image or pick a bundled one first.")
         run = runs.get(directory, "cifar_cnn", "projects.cifar_cnn.predict")
         image = read_image_file(path, int(run.model.input_shape[1]))
         probabilities = np.asarray(run.model.predict(image[None], verbose=0))[0]
@@ -272,6 +268,14 @@ def cifar_tab(runs: Runs, run_dir: str, scratch: Path) -> None:
         )
         return {name: float(p) for name, p in zip(names, probabilities, strict=True)}, str(picture)
 
+    def classify_new_image(path: str | None, directory: str):
+        # Picking a bundled image is a request of its own: a Classify clicked before its
+        # answer arrives would carry no image. The new value's own event has it.
+        if not path:  # cleared: clear the answers too
+            return None, None
+        return classify(path, directory)
+
+    upload.change(classify_new_image, [upload, run_box], [top3, heat_map])
     button.click(classify, [upload, run_box], [top3, heat_map])
 
 

@@ -377,26 +377,36 @@ def test_demo_xor_tab(page, runs):
     page.locator("#xor-run textarea").fill(str(runs["xor"]))
 
 
-def test_demo_cifar_tab(page, tmp_path):
+def test_demo_cifar_tab(page, runs, tmp_path):
     from playwright.sync_api import expect
 
     page.get_by_role("tab", name="CIFAR-10 CNN").click()
-    page.get_by_text("cat.png", exact=True).click()  # a bundled CIFAR-10 image
-    # Picking an example is a request of its own: a Classify sent before its answer
-    # arrives carries no image (on a busy machine that failed this test once).
-    expect(page.locator("#cifar-file a[href$='/cat.png']")).to_be_visible()
-    page.get_by_role("button", name="Classify").click()
+    # Picking a bundled image classifies it: no Classify click, which, sent before the
+    # pick's own request had answered, carried no image (that failed this test once).
+    page.get_by_text("cat.png", exact=True).click()
     expect(page.locator("#cifar-gradcam img")).to_be_visible()
     classes = page.inner_text("#cifar-top3")
     assert "%" in classes and any(name in classes for name in ("cat", "dog", "frog", "truck"))
     shoot(page, "cifar")
+    page.locator("#cifar-file button[aria-label=Clear]").click()
+    expect(page.locator("#cifar-gradcam img")).to_have_count(0)  # the answers go with it
+    page.get_by_role("button", name="Classify").click()
+    expect_message(page, "Upload an image or pick a bundled one first.")
     not_an_image = tmp_path / "notes.png"
     not_an_image.write_text("these are notes, not pixels")
-    page.locator("#cifar-file button[aria-label=Clear]").click()
     page.locator("#cifar-file input[type=file]").set_input_files(str(not_an_image))
-    expect(page.locator("#cifar-file a[href$='/notes.png']")).to_be_visible()  # uploaded
-    page.get_by_role("button", name="Classify").click()
     expect_message(page, "it is not an image file Pillow can decode")
+    page.get_by_text("dog.png", exact=True).click()
+    expect(page.locator("#cifar-gradcam img")).to_be_visible()
+    # The Classify button: it sends the image with the run box's current value.
+    page.locator("#cifar-run textarea").fill("/no/such/run")
+    page.get_by_role("button", name="Classify").click()
+    expect_message(page, "No run directory at /no/such/run")
+    expect(page.locator("#cifar-top3")).to_contain_text("Error")
+    page.locator("#cifar-run textarea").fill(str(runs["cifar"]))
+    page.get_by_role("button", name="Classify").click()
+    expect(page.locator("#cifar-top3")).not_to_contain_text("Error")
+    expect(page.locator("#cifar-gradcam img")).to_be_visible()
 
 
 def test_demo_shakespeare_tab(page):
