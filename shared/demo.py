@@ -332,7 +332,11 @@ def stock_tab(runs: Runs, run_dir: str, scratch: Path) -> None:
                 value=first_series or config.get("ticker", "AAPL"),
                 elem_id="stock-ticker",
             )
-            upload = gr.File(label="or a CSV of prices (Date, Close, ...)", type="filepath")
+            upload = gr.File(
+                label="or a CSV of prices (Date, Close, ...)",
+                type="filepath",
+                elem_id="stock-file",
+            )
             days = gr.Number(value=5, precision=0, label="trading days to forecast")
             run_box = gr.Textbox(label="run directory", value=run_dir, elem_id="stock-run")
             button = gr.Button("Forecast", variant="primary")
@@ -360,6 +364,14 @@ def stock_tab(runs: Runs, run_dir: str, scratch: Path) -> None:
         )
         return note, shown, str(picture)
 
+    def predict_new_file(symbol: str, csv: str | None, count: float | None, directory: str):
+        # As in the CIFAR tab: a Forecast clicked while the CSV was still uploading sent
+        # none, and forecast the ticker instead. The new file's own event has it.
+        if not csv:  # removed: its forecast goes too
+            return "", None, None
+        return predict(symbol, csv, count, directory)
+
+    upload.change(predict_new_file, [ticker, upload, days, run_box], [summary, table, plot])
     button.click(predict, [ticker, upload, days, run_box], [summary, table, plot])
 
 

@@ -42,6 +42,7 @@ from projects.xor_mlp.config import XorConfig
 from projects.xor_mlp.data import INPUTS
 from projects.xor_mlp.train import main as train_xor
 from shared.export import ExportError, export_run, float32_twin, serving_for
+from shared.prices import BUNDLED_DIR
 from shared.runs import load_run
 from shared.saving import OutputFolderError
 from tests.helpers import REPO_ROOT, run_module
@@ -423,7 +424,7 @@ def test_demo_shakespeare_tab(page):
     expect_message(page, "the prompt has characters the model never saw in training")
 
 
-def test_demo_stock_tab(page):
+def test_demo_stock_tab(page, tmp_path):
     from playwright.sync_api import expect
 
     page.get_by_role("tab", name="Stock forecast").click()
@@ -435,6 +436,13 @@ def test_demo_stock_tab(page):
     page.locator("#stock-ticker textarea").fill("../etc/passwd")
     page.get_by_role("button", name="Forecast").click()
     expect_message(page, "invalid ticker '../etc/passwd'")
+    # A CSV is forecast as soon as it has arrived, and its name heads the answer.
+    mine = tmp_path / "my_prices.csv"
+    shutil.copy(BUNDLED_DIR / "MSFT.csv", mine)
+    page.locator("#stock-file input[type=file]").set_input_files(str(mine))
+    expect(page.locator("#stock-summary")).to_contain_text("my_prices")
+    page.locator("#stock-file button[aria-label=Clear]").click()
+    expect(page.locator("#stock-summary")).not_to_contain_text("my_prices")
 
 
 def test_a_project_without_a_run_says_which_make_target_creates_one(tmp_path):
