@@ -358,20 +358,14 @@ def stock_tab(runs: Runs, run_dir: str, scratch: Path) -> None:
         shown["Date"] = shown["Date"].dt.strftime("%Y-%m-%d")
         picture = Path(tempfile.mkdtemp(dir=scratch)) / "forecast.png"
         plot_forecast(result, picture)
+        # An uploaded file's name, not the server's temporary path to it.
+        name = Path(csv).name if csv else result.name
         note = (
-            f"**{result.name}**: {len(shown)} trading days after "
+            f"**{name}**: {len(shown)} trading days after "
             f"{result.history.index[-1]:%Y-%m-%d}, with a {result.coverage:.0%} interval."
         )
         return note, shown, str(picture)
 
-    def predict_new_file(symbol: str, csv: str | None, count: float | None, directory: str):
-        # As in the CIFAR tab: a Forecast clicked while the CSV was still uploading sent
-        # none, and forecast the ticker instead. The new file's own event has it.
-        if not csv:  # removed: its forecast goes too
-            return "", None, None
-        return predict(symbol, csv, count, directory)
-
-    upload.change(predict_new_file, [ticker, upload, days, run_box], [summary, table, plot])
     button.click(predict, [ticker, upload, days, run_box], [summary, table, plot])
 
 
