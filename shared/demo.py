@@ -70,6 +70,7 @@ if __name__ == "__main__":
     # Answer --help and usage errors at once, before TensorFlow and Gradio load (seconds).
     parse_args_before_tensorflow(build_parser())
 
+import dataclasses
 import functools
 import inspect
 import logging
@@ -350,18 +351,18 @@ def stock_tab(runs: Runs, run_dir: str, scratch: Path) -> None:
         symbol = (symbol or "").strip() or None
         # As forecast's command line: the settings choose the forecast, which loads the run.
         settings = read_json_or_none(Path(directory or ".", "config.json")) or {}
+        # An uploaded file is named by its name, not by the server's temporary path to it.
+        shown_as = {"name": Path(csv).name} if csv else {}
         if settings.get("target") == "volatility":
             result = forecast_volatility(directory, symbol, csv)
-            return result.describe(), pd.DataFrame(), None
-        result = forecast(directory, int(count or 0), symbol, csv)
+            return dataclasses.replace(result, **shown_as).describe(), pd.DataFrame(), None
+        result = dataclasses.replace(forecast(directory, int(count or 0), symbol, csv), **shown_as)
         shown = result.table.round(2).reset_index()
         shown["Date"] = shown["Date"].dt.strftime("%Y-%m-%d")
         picture = Path(tempfile.mkdtemp(dir=scratch)) / "forecast.png"
         plot_forecast(result, picture)
-        # An uploaded file's name, not the server's temporary path to it.
-        name = Path(csv).name if csv else result.name
         note = (
-            f"**{name}**: {len(shown)} trading days after "
+            f"**{result.name}**: {len(shown)} trading days after "
             f"{result.history.index[-1]:%Y-%m-%d}, with a {result.coverage:.0%} interval."
         )
         return note, shown, str(picture)
