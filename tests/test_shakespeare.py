@@ -63,6 +63,20 @@ def test_text_errors_are_clear(tmp_path):
         load_text(str(tmp_path / "absent.txt"), seq_length=10)
 
 
+def test_a_text_without_the_prompts_characters_or_newlines_trains_to_the_end(tmp_path):
+    # The epoch samples fell back to a newline, which this text lacks: the run stopped
+    # after its first epoch with "the prompt has characters the model never saw".
+    text = tmp_path / "ab.txt"
+    rng = np.random.default_rng(0)
+    text.write_text("".join(rng.choice(["a", "b"], 5000)))
+    config = ShakespeareConfig(
+        text=str(text), run_dir=str(tmp_path / "run"), **ShakespeareConfig.QUICK
+    )
+    metrics = train_shakespeare(config)
+    assert (tmp_path / "run" / "metrics.json").exists()
+    assert set(metrics["sample"]) <= {"a", "b"} and len(metrics["sample"]) > 1
+
+
 def test_unigram_baseline():
     assert unigram_bits_per_character("abcd" * 100, "abcd") == pytest.approx(2.0, abs=0.02)
     assert unigram_bits_per_character("ab" * 100, "ab") < unigram_bits_per_character(

@@ -80,8 +80,13 @@ class BitsPerCharacter(keras.callbacks.Callback):
 
 
 def sample_prompt(prompt: str, vocabulary) -> str:
-    """``prompt`` without characters the model does not know (e.g. with --text), else a newline."""
-    return "".join(char for char in prompt if char in vocabulary) or "\n"
+    """``prompt`` without characters the model does not know (e.g. with --text); if none
+    is left, a newline, or for a text without newlines its first known character."""
+    known = "".join(char for char in prompt if char in vocabulary)
+    if known:
+        return known
+    # Entries of other lengths are special tokens ("[UNK]"), not characters.
+    return "\n" if "\n" in vocabulary else next(c for c in vocabulary if len(c) == 1)
 
 
 class PrintSample(keras.callbacks.Callback):
