@@ -32,6 +32,7 @@ import datetime as dt
 import logging
 import os
 import platform
+import shlex
 import shutil
 import sys
 import tempfile
@@ -72,7 +73,8 @@ class TrainingDiverged(UserError):
 NEXT_STEPS = {
     "xor_mlp": "python -m projects.xor_mlp.predict --run-dir {run_dir} 1 0",
     "stock_lstm": "python -m projects.stock_lstm.forecast --run-dir {run_dir} --days 5",
-    "shakespeare": 'python -m projects.shakespeare.generate --run-dir {run_dir} --prompt "ROMEO:"',
+    # {prompt}: the run's own sample prompt (metrics.json), which its text's characters allow.
+    "shakespeare": "python -m projects.shakespeare.generate --run-dir {run_dir} --prompt {prompt}",
     "cifar_cnn": "python -m projects.cifar_cnn.predict --run-dir {run_dir} IMAGE.jpg",
 }
 
@@ -236,7 +238,8 @@ class Run:
             log.info("Plots: %s", self.plots_dir)
             next_step = NEXT_STEPS.get(self.project)
             if next_step:
-                log.info("Try: %s", next_step.format(run_dir=self.path))
+                prompt = shlex.quote(str(metrics.get("sample_prompt", "ROMEO:")))
+                log.info("Try: %s", next_step.format(run_dir=self.path, prompt=prompt))
             log.info("Curves: tensorboard --logdir %s", self.path / "tensorboard")
         self.close_log()
         if diverged:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import keras
@@ -63,7 +64,7 @@ def test_text_errors_are_clear(tmp_path):
         load_text(str(tmp_path / "absent.txt"), seq_length=10)
 
 
-def test_a_text_without_the_prompts_characters_or_newlines_trains_to_the_end(tmp_path):
+def test_a_text_without_the_prompts_characters_or_newlines_trains_to_the_end(tmp_path, caplog):
     # The epoch samples fell back to a newline, which this text lacks: the run stopped
     # after its first epoch with "the prompt has characters the model never saw".
     text = tmp_path / "ab.txt"
@@ -72,9 +73,13 @@ def test_a_text_without_the_prompts_characters_or_newlines_trains_to_the_end(tmp
     config = ShakespeareConfig(
         text=str(text), run_dir=str(tmp_path / "run"), **ShakespeareConfig.QUICK
     )
-    metrics = train_shakespeare(config)
+    with caplog.at_level(logging.INFO):
+        metrics = train_shakespeare(config)
     assert (tmp_path / "run" / "metrics.json").exists()
     assert set(metrics["sample"]) <= {"a", "b"} and len(metrics["sample"]) > 1
+    # The command it suggests next uses a prompt this model can read.
+    assert f"--run-dir {tmp_path / 'run'} --prompt {metrics['sample_prompt']}" in caplog.text
+    assert metrics["sample_prompt"] in ("a", "b")
 
 
 def test_unigram_baseline():

@@ -228,6 +228,7 @@ def _train_and_score(
             "nats_per_char": unigram_bits * math.log(2),
         },
         "sample": prompt + sample,
+        "sample_prompt": prompt,
     }
     log.info(
         "Validation of model.keras (%s epoch; windows of %d characters): %.4f nats/char = "
