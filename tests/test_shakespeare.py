@@ -87,6 +87,8 @@ def test_unigram_baseline():
     assert unigram_bits_per_character("ab" * 100, "ab") < unigram_bits_per_character(
         "abcd" * 100, "abcd"
     )
+    # A one-character text is certain: 0 bits, printed "0.0000" (not "-0.0000").
+    assert f"{unigram_bits_per_character('a' * 100, 'aa'):.4f}" == "0.0000"
 
 
 def small_model(vocabulary, cell="gru", layers=1, window=64):

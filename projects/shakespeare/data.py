@@ -117,4 +117,5 @@ def unigram_bits_per_character(train_text: str, validation_text: str) -> float:
     counts = Counter(train_text)
     alphabet = set(train_text) | set(validation_text)
     total = len(train_text) + len(alphabet)  # add-one smoothing for characters unseen in training
-    return float(-np.mean([np.log2((counts[char] + 1) / total) for char in validation_text]))
+    mean_log2 = np.mean([np.log2((counts[char] + 1) / total) for char in validation_text])
+    return float(0.0 - mean_log2)  # 0.0 - x, not -x: a one-character text scores 0, not -0
