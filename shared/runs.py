@@ -73,8 +73,10 @@ class TrainingDiverged(UserError):
 NEXT_STEPS = {
     "xor_mlp": "python -m projects.xor_mlp.predict --run-dir {run_dir} 1 0",
     "stock_lstm": "python -m projects.stock_lstm.forecast --run-dir {run_dir} --days 5",
-    # {prompt}: the run's own sample prompt (metrics.json), which its text's characters allow.
-    "shakespeare": "python -m projects.shakespeare.generate --run-dir {run_dir} --prompt {prompt}",
+    # {sample_prompt}: the run's own (metrics.json), which its text's characters allow.
+    "shakespeare": (
+        "python -m projects.shakespeare.generate --run-dir {run_dir} --prompt {sample_prompt}"
+    ),
     "cifar_cnn": "python -m projects.cifar_cnn.predict --run-dir {run_dir} IMAGE.jpg",
 }
 
@@ -238,8 +240,9 @@ class Run:
             log.info("Plots: %s", self.plots_dir)
             next_step = NEXT_STEPS.get(self.project)
             if next_step:
-                prompt = shlex.quote(str(metrics.get("sample_prompt", "ROMEO:")))
-                log.info("Try: %s", next_step.format(run_dir=self.path, prompt=prompt))
+                # {name} in the command: that text field of metrics.json, shell-quoted.
+                fields = {k: shlex.quote(v) for k, v in metrics.items() if isinstance(v, str)}
+                log.info("Try: %s", next_step.format_map({**fields, "run_dir": self.path}))
             log.info("Curves: tensorboard --logdir %s", self.path / "tensorboard")
         self.close_log()
         if diverged:
